@@ -1,0 +1,93 @@
+# zcrm - Zoho CRM delink client: Lua module with a C core on libcurl.
+#
+#   make                 build build/5.4/zcrm/core.so (Lua 5.4)
+#   make LUA=luajit      build build/5.1/zcrm/core.so (Lua 5.1 / LuaJIT ABI)
+#   make check           install missing Debian packages, build, run every spec
+#   make demo            install, build, start the simulator, delink 250 relations
+#   make sanitize        specs with the C core built with -fsanitize=address,undefined
+#   make valgrind        specs under valgrind --leak-check=full
+#   make lint            luacheck on lua/ and spec/
+#   make install PREFIX=/usr/local
+#   make simulator       run the Zoho CRM simulator in the foreground for your own tests
+
+LUA ?= lua5.4
+ifeq ($(LUA),luajit)
+LUA_VERSION ?= 5.1
+LUA_INCDIR ?= /usr/include/lua5.1
+else
+LUA_VERSION ?= 5.4
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+endif
+
+PREFIX ?= /usr/local
+LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+ZCRM_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARNINGS) \
+              -I$(LUA_INCDIR) $(shell pkg-config --cflags libcurl)
+CURL_LIBS = $(shell pkg-config --libs libcurl)
+
+BUILD ?= build/$(LUA_VERSION)
+CORE = $(BUILD)/zcrm/core.so
+SOURCES = $(wildcard csrc/*.c)
+HEADERS = $(wildcard csrc/*.h)
+
+BUSTED = $(LUA) /usr/bin/busted --lpath='./?.lua;./lua/?.lua;./lua/?/init.lua' \
+         --cpath='./$(BUILD)/?.so' --output=spec/support/summary.lua
+
+.PHONY: all deps check test demo sanitize valgrind lint install uninstall simulator clean
+
+all: $(CORE)
+
+$(CORE): $(SOURCES) $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ZCRM_CFLAGS) $(EXTRA_CFLAGS) -shared -o $@ $(SOURCES) $(CURL_LIBS) $(EXTRA_LDFLAGS)
+
+deps:
+	@tools/install-deps
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	$(BUSTED) $(SPECS)
+
+# The specs alone, without the package check (the build must be current).
+test: all
+	$(BUSTED) $(SPECS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(LUA) examples/demo.lua
+
+# The Lua interpreter is not instrumented, so the sanitizer runtime is preloaded.
+# The simulator's nginx is started without LD_PRELOAD (spec/support/simulator.lua).
+sanitize: deps
+	@$(MAKE) --no-print-directory all BUILD=build/$(LUA_VERSION)-asan CFLAGS="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/support/lsan.supp \
+	  $(MAKE) --no-print-directory test BUILD=build/$(LUA_VERSION)-asan
+
+valgrind: deps all
+	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+	  --suppressions=spec/support/valgrind.supp $(BUSTED) $(SPECS)
+
+lint: deps
+	luacheck lua spec examples
+
+install: all
+	install -d $(DESTDIR)$(LUA_LIBDIR)/zcrm $(DESTDIR)$(LUA_SHAREDIR)/zcrm
+	install -m 0755 $(CORE) $(DESTDIR)$(LUA_LIBDIR)/zcrm/core.so
+	install -m 0644 lua/zcrm/*.lua $(DESTDIR)$(LUA_SHAREDIR)/zcrm/
+
+uninstall:
+	rm -rf $(DESTDIR)$(LUA_LIBDIR)/zcrm $(DESTDIR)$(LUA_SHAREDIR)/zcrm
+
+simulator: deps
+	$(LUA) spec/support/simulator.lua
+
+clean:
+	rm -rf build

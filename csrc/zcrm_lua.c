@@ -1,0 +1,375 @@
+/* zcrm_lua.c - the Lua glue: the only file that includes lua.h. Exposes the C core as
+ * the module "zcrm.core"; the public API is lua/zcrm/init.lua.
+ *
+ *   core.plan(api_domain, version, module, record_id, related_list, ids)
+ *       -> {ids = {canonical id per caller position}, batches = {{url=, ids={...}}, ...}}
+ *       |  nil, "INVALID_ARGUMENT", message
+ *   core.check_url(url) -> true | nil, message        (a base URL: api_domain, accounts)
+ *   core.check_token(token) -> true | nil, message
+ *   core.check_version(version) -> true | nil, message
+ *   core.session{timeout=, connect_timeout=, ca_file=, max_body=} -> session
+ *   session:request(method, url, token|nil, body|nil, content_type|nil)
+ *       -> status, body | nil, code, message
+ *   session:close()
+ *
+ * Wrong argument types raise; bad values return nil, code, message. No C globals:
+ * all state lives in session userdata. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "zcrm_compat.h"
+#include "zcrm_batch.h"
+#include "zcrm_http.h"
+#include "zcrm_url.h"
+
+#ifndef ZCRM_VERSION
+#define ZCRM_VERSION "0.1.0"
+#endif
+#define ZCRM_EXPORT __attribute__((visibility("default")))
+#define SESSION_MT "zcrm.session"
+#define DEFAULT_MAX_BODY (8u * 1024 * 1024)
+
+static int push_fail(lua_State *L, const zcrm_err *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, zcrm_code_name(err->code));
+    lua_pushstring(L, err->msg);
+    return 3;
+}
+
+/* ==== ids ======================================================================== */
+
+/* A short, printable rendering of a bad value for error messages: at most 24 bytes,
+ * control and non-ASCII bytes escaped, so a message never carries CR/LF or raw junk. */
+static void describe(char *out, size_t size, const char *s, size_t len)
+{
+    size_t o = 0, i;
+    for (i = 0; i < len && o + 6 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (i == 24) { o += (size_t)snprintf(out + o, size - o, "..."); break; }
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            o += (size_t)snprintf(out + o, size - o, "\\x%02X", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
+}
+
+/* Pushes the canonical string of the id at idx, or sets err and pushes nothing.
+ * Accepted: a string of 1-19 digits; an integer >= 0 (on Lua 5.1/LuaJIT, whose numbers
+ * are doubles: an exact integer no larger than 2^53, so nothing is ever rounded). */
+static zcrm_code push_id(lua_State *L, int idx, const char *what, zcrm_err *err)
+{
+    char shown[128];
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (!zcrm_valid_id(s, len)) {
+            describe(shown, sizeof shown, s, len);
+            return zcrm_fail(err, ZCRM_EINVAL, "%s \"%s\" is not a record id (1 to %d digits)",
+                             what, shown, ZCRM_MAX_ID_DIGITS);
+        }
+        lua_pushvalue(L, idx);
+        return ZCRM_OK;
+    }
+    if (t == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, idx)) {
+            lua_Integer v = lua_tointeger(L, idx);
+            if (v < 0)
+                return zcrm_fail(err, ZCRM_EINVAL, "%s %lld is negative, not a record id", what, (long long)v);
+            lua_pushfstring(L, "%I", (LUAI_UACINT)v);
+            return ZCRM_OK;
+        }
+        return zcrm_fail(err, ZCRM_EINVAL, "%s %.17g is a float, not a record id (give ids as strings)",
+                         what, (double)lua_tonumber(L, idx));
+#else
+        lua_Number d = lua_tonumber(L, idx);
+        char buf[32];
+        if (!(d >= 0 && d <= 9007199254740992.0 && d == floor(d)))
+            return zcrm_fail(err, ZCRM_EINVAL,
+                             "%s %.17g is not an integer from 0 to 2^53 (give large ids as strings)", what, (double)d);
+        snprintf(buf, sizeof buf, "%.0f", (double)d);
+        lua_pushstring(L, buf);
+        return ZCRM_OK;
+#endif
+    }
+    return zcrm_fail(err, ZCRM_EINVAL, "%s is a %s, not a record id", what, luaL_typename(L, idx));
+}
+
+static void check_string(lua_State *L, int idx)
+{
+    luaL_checktype(L, idx, LUA_TSTRING);
+}
+
+/* ==== plan ======================================================================= */
+
+static int l_plan(lua_State *L)
+{
+    zcrm_err err = {ZCRM_OK, ""};
+    zcrm_delink_target target;
+    size_t n, i, nunique, b, nbatches;
+    int ids_type = lua_type(L, 6), canon, record;
+    const char **ptrs;
+    size_t *lens, *unique;
+    char url[ZCRM_URL_MAX];
+
+    check_string(L, 1);
+    check_string(L, 2);
+    check_string(L, 3);
+    luaL_argcheck(L, lua_type(L, 4) == LUA_TSTRING || lua_type(L, 4) == LUA_TNUMBER, 4,
+                  "record id must be a string or an integer");
+    check_string(L, 5);
+    luaL_argcheck(L, ids_type == LUA_TTABLE || ids_type == LUA_TSTRING || ids_type == LUA_TNUMBER, 6,
+                  "ids must be a table, a string or an integer");
+    lua_settop(L, 6);
+
+    if (push_id(L, 4, "record id", &err) != ZCRM_OK) return push_fail(L, &err);
+    record = lua_gettop(L); /* 7: canonical record id */
+
+    n = ids_type == LUA_TTABLE ? (size_t)lua_rawlen(L, 6) : 1;
+    lua_createtable(L, (int)n, 0);
+    canon = lua_gettop(L); /* 8: canonical id per caller position; anchors the strings */
+    for (i = 0; i < n; i++) {
+        char what[40];
+        int idx = 6;
+        if (ids_type == LUA_TTABLE) {
+            lua_rawgeti(L, 6, (int)(i + 1));
+            idx = lua_gettop(L);
+            snprintf(what, sizeof what, "ids[%zu]", i + 1);
+        } else {
+            snprintf(what, sizeof what, "id");
+        }
+        if (push_id(L, idx, what, &err) != ZCRM_OK) return push_fail(L, &err);
+        lua_rawseti(L, canon, (int)(i + 1));
+        if (ids_type == LUA_TTABLE) lua_pop(L, 1);
+    }
+
+    target.base = lua_tolstring(L, 1, &target.base_len);
+    target.version = lua_tolstring(L, 2, &target.version_len);
+    target.module = lua_tolstring(L, 3, &target.module_len);
+    target.record = lua_tolstring(L, record, &target.record_len);
+    target.related = lua_tolstring(L, 5, &target.related_len);
+    if (zcrm_check_target(&target, &err) != ZCRM_OK) return push_fail(L, &err);
+
+    /* Scratch arrays in Lua-owned memory: freed by the GC even if a later call raises. */
+    ptrs = lua_newuserdata(L, (n ? n : 1) * (sizeof *ptrs + 2 * sizeof(size_t)));
+    lens = (size_t *)(void *)(ptrs + n);
+    unique = lens + n;
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, canon, (int)(i + 1));
+        ptrs[i] = lua_tolstring(L, -1, &lens[i]); /* kept alive by the canon table */
+        lua_pop(L, 1);
+    }
+    if (zcrm_dedupe(ptrs, lens, n, unique, &nunique, &err) != ZCRM_OK) return push_fail(L, &err);
+
+    nbatches = zcrm_batch_count(nunique);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, canon);
+    lua_setfield(L, -2, "ids");
+    lua_createtable(L, (int)nbatches, 0);
+    for (b = 0; b < nbatches; b++) {
+        const char *bptrs[ZCRM_MAX_IDS_PER_CALL];
+        size_t blens[ZCRM_MAX_IDS_PER_CALL], k, first = b * ZCRM_MAX_IDS_PER_CALL;
+        size_t count = nunique - first < ZCRM_MAX_IDS_PER_CALL ? nunique - first : ZCRM_MAX_IDS_PER_CALL;
+        size_t url_len;
+
+        lua_createtable(L, 0, 2);
+        lua_createtable(L, (int)count, 0);
+        for (k = 0; k < count; k++) {
+            size_t src = unique[first + k];
+            bptrs[k] = ptrs[src];
+            blens[k] = lens[src];
+            lua_pushlstring(L, ptrs[src], lens[src]);
+            lua_rawseti(L, -2, (int)(k + 1));
+        }
+        lua_setfield(L, -2, "ids");
+        url_len = zcrm_url_delink(url, &target, bptrs, blens, count, &err);
+        if (url_len == 0) return push_fail(L, &err);
+        lua_pushlstring(L, url, url_len);
+        lua_setfield(L, -2, "url");
+        lua_rawseti(L, -2, (int)(b + 1));
+    }
+    lua_setfield(L, -2, "batches");
+    return 1;
+}
+
+static int l_check_url(lua_State *L)
+{
+    zcrm_err err = {ZCRM_OK, ""};
+    size_t len;
+    const char *url;
+    check_string(L, 1);
+    url = lua_tolstring(L, 1, &len);
+    if (zcrm_check_url(url, len, 0, &err) != ZCRM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_check_token(lua_State *L)
+{
+    size_t len;
+    const char *tok;
+    check_string(L, 1);
+    tok = lua_tolstring(L, 1, &len);
+    if (!zcrm_valid_token(tok, len)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "access token must be 1 to %d printable ASCII bytes without spaces",
+                        ZCRM_MAX_TOKEN);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_check_version(lua_State *L)
+{
+    size_t len;
+    const char *v;
+    check_string(L, 1);
+    v = lua_tolstring(L, 1, &len);
+    if (!zcrm_valid_version(v, len)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "API version must look like \"v2.1\" or \"v8\"");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ==== session ==================================================================== */
+
+typedef struct {
+    zcrm_http *http; /* NULL once closed */
+} session;
+
+static session *check_session(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    if (s->http == NULL) luaL_error(L, "zcrm session is closed");
+    return s;
+}
+
+static long opt_ms(lua_State *L, int t, const char *key, double dflt_s)
+{
+    double s;
+    lua_getfield(L, t, key);
+    s = lua_isnil(L, -1) ? dflt_s : (double)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (!(s > 0 && s <= 86400)) luaL_error(L, "%s must be a number of seconds in (0, 86400]", key);
+    return (long)(s * 1000 + 0.5);
+}
+
+static int l_session(lua_State *L)
+{
+    zcrm_err err = {ZCRM_OK, ""};
+    zcrm_http_options opts;
+    session *s;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    opts.timeout_ms = opt_ms(L, 1, "timeout", 30);
+    opts.connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 10);
+    lua_getfield(L, 1, "max_body");
+    opts.max_body = lua_isnil(L, -1) ? DEFAULT_MAX_BODY : (size_t)luaL_checknumber(L, -1);
+    lua_getfield(L, 1, "ca_file");
+    opts.ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+
+    /* Userdata and metatable first, so __gc is safe whatever fails next. */
+    s = lua_newuserdata(L, sizeof *s);
+    s->http = NULL;
+    luaL_setmetatable(L, SESSION_MT);
+    s->http = zcrm_http_new(&opts, &err);
+    if (s->http == NULL) return push_fail(L, &err);
+    return 1;
+}
+
+static int l_session_request(lua_State *L)
+{
+    session *s = check_session(L);
+    zcrm_err err = {ZCRM_OK, ""};
+    zcrm_http_request req;
+    zcrm_http_response resp;
+
+    req.method = luaL_checkstring(L, 2);
+    req.url = luaL_checkstring(L, 3);
+    req.token = luaL_optstring(L, 4, NULL);
+    req.body = luaL_optlstring(L, 5, NULL, &req.body_len);
+    req.content_type = luaL_optstring(L, 6, NULL);
+    if (req.body == NULL) req.body_len = 0;
+    if (zcrm_http_perform(s->http, &req, &resp, &err) != ZCRM_OK) return push_fail(L, &err);
+    lua_pushinteger(L, (lua_Integer)resp.status);
+    lua_pushlstring(L, resp.body, resp.body_len);
+    return 2;
+}
+
+/* close, __gc and __close: one idempotent function. */
+static int l_session_close(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    zcrm_http_free(s->http);
+    s->http = NULL;
+    return 0;
+}
+
+static int l_session_tostring(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    lua_pushfstring(L, "zcrm.session: %p%s", (void *)s, s->http ? "" : " (closed)");
+    return 1;
+}
+
+/* ==== module ===================================================================== */
+
+static int l_init(lua_State *L)
+{
+    zcrm_err err = {ZCRM_OK, ""};
+    if (zcrm_http_global_init(&err) != ZCRM_OK) return luaL_error(L, "%s", err.msg);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
+{
+    static const luaL_Reg session_methods[] = {
+        {"request", l_session_request},
+        {"close", l_session_close},
+        {NULL, NULL}};
+    static const luaL_Reg session_meta[] = {
+        {"__gc", l_session_close},
+#if LUA_VERSION_NUM >= 504
+        {"__close", l_session_close},
+#endif
+        {"__tostring", l_session_tostring},
+        {NULL, NULL}};
+    static const luaL_Reg functions[] = {
+        {"init", l_init},
+        {"plan", l_plan},
+        {"check_url", l_check_url},
+        {"check_token", l_check_token},
+        {"check_version", l_check_version},
+        {"session", l_session},
+        {NULL, NULL}};
+
+    if (luaL_newmetatable(L, SESSION_MT)) {
+        luaL_setfuncs(L, session_meta, 0);
+        luaL_newlib(L, session_methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+
+    luaL_newlib(L, functions);
+    lua_pushinteger(L, ZCRM_MAX_IDS_PER_CALL);
+    lua_setfield(L, -2, "MAX_IDS_PER_CALL");
+    lua_pushliteral(L, "zcrm.core");
+    lua_setfield(L, -2, "_NAME");
+    lua_pushliteral(L, ZCRM_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,241 @@
+-- zcrm.client: a client holds its settings, its access token (and how to refresh it)
+-- and one C session (libcurl handle, kept alive between calls). client:delink plans the
+-- calls in C (validation, duplicates, batches of 100, URLs), then sends them in order.
+
+local core = require "zcrm.core"
+local errors = require "zcrm.errors"
+local response = require "zcrm.response"
+local dc = require "zcrm.dc"
+local oauth = require "zcrm.oauth"
+
+local type, pairs, tostring, error, pcall, setmetatable, getmetatable =
+    type, pairs, tostring, error, pcall, setmetatable, getmetatable
+local format = string.format
+local co_running, co_yield, co_isyieldable = coroutine.running, coroutine.yield, coroutine.isyieldable
+
+local REFRESH_MARGIN = 60 -- seconds before expiry at which a token is refreshed
+
+local OPTIONS = {
+    token = "string", refresh = "function", api_domain = "string", dc = "string",
+    version = "string", timeout = "number", connect_timeout = "number", ca_file = "string",
+}
+
+local Client = {}
+Client.__index = Client
+
+-- Token state lives here, not in the client table, so that dumping a client (inspect,
+-- cjson.encode, pairs) never shows a token.
+local private = setmetatable({}, { __mode = "k" })
+
+local function can_yield()
+    if co_isyieldable then return co_isyieldable() end
+    local co, main = co_running()
+    return co ~= nil and not main
+end
+
+local function is_callable(f)
+    if type(f) == "function" then return true end
+    local mt = getmetatable(f)
+    return mt ~= nil and type(mt.__call) == "function"
+end
+
+local unpack_secrets = table.unpack or unpack -- luacheck: ignore 143
+
+local function strip_slash(url)
+    return (url:gsub("/$", ""))
+end
+
+local function check_options(opts)
+    if type(opts) ~= "table" then error("zcrm.new: options must be a table", 3) end
+    for k, v in pairs(opts) do
+        local want = OPTIONS[k]
+        if not want then error(format("zcrm.new: unknown option %q", tostring(k)), 3) end
+        if want == "function" then
+            if not is_callable(v) then error("zcrm.new: option refresh must be a function", 3) end
+        elseif type(v) ~= want then
+            error(format("zcrm.new: option %s must be a %s, got %s", k, want, type(v)), 3)
+        end
+    end
+end
+
+local function new(opts)
+    check_options(opts)
+    if opts.api_domain and opts.dc then error("zcrm.new: give api_domain or dc, not both", 2) end
+    local api_domain = opts.api_domain
+    if opts.dc then
+        local centre = dc.data_centres[opts.dc]
+        if not centre then error(format("zcrm.new: unknown data centre %q", opts.dc), 2) end
+        api_domain = centre.api_domain
+    end
+    api_domain = api_domain or dc.data_centres.us.api_domain
+    local ok, why = core.check_url(api_domain)
+    if not ok then error("zcrm.new: api_domain: " .. why, 2) end
+    if opts.token then
+        local valid, msg = core.check_token(opts.token)
+        if not valid then error("zcrm.new: token: " .. msg, 2) end
+    end
+    if not opts.token and not opts.refresh then
+        error("zcrm.new: give token (an access token) or refresh (a function returning one)", 2)
+    end
+    for _, k in pairs { "timeout", "connect_timeout" } do
+        if opts[k] and not (opts[k] > 0) then error("zcrm.new: " .. k .. " must be > 0", 2) end
+    end
+
+    local self = setmetatable({
+        api_domain = strip_slash(api_domain),
+        version = opts.version or "v2.1",
+        timeout = opts.timeout or 30,
+        connect_timeout = opts.connect_timeout or 10,
+        ca_file = opts.ca_file,
+    }, Client)
+    local valid_version, version_why = core.check_version(self.version)
+    if not valid_version then error("zcrm.new: version: " .. version_why, 2) end
+    private[self] = {
+        token = opts.token,
+        expires_at = nil, -- unknown for a given token: used until Zoho says INVALID_TOKEN
+        refresh = opts.refresh,
+        refreshing = false,
+        secrets = { opts.token, unpack_secrets(opts.refresh and oauth.secrets[opts.refresh] or {}) },
+        session = core.session { timeout = self.timeout, connect_timeout = self.connect_timeout,
+                                 ca_file = self.ca_file },
+    }
+    return self
+end
+
+function Client:__tostring()
+    return format("zcrm.client: %s %s", self.api_domain, self.version)
+end
+
+-- Releases the connection now rather than at garbage collection.
+function Client:close()
+    private[self].session:close()
+end
+
+local function refresh_failed(st, message)
+    return nil, errors.new("TOKEN_REFRESH_FAILED", errors.redact(message, st.secrets))
+end
+
+-- Calls the refresh callback, guarded: it may raise, return nil, err, or junk.
+local function run_refresh(self, st)
+    st.refreshing = true
+    local ok, tok, expires_in, api_domain = pcall(st.refresh)
+    st.refreshing = false
+    if not ok then return refresh_failed(st, "refresh callback raised: " .. tostring(tok)) end
+    if tok == nil then
+        return refresh_failed(st, "refresh callback failed: " .. tostring(expires_in or "no token returned"))
+    end
+    if type(tok) ~= "string" or not core.check_token(tok) then
+        return refresh_failed(st, "refresh callback returned something that is not an access token")
+    end
+    if api_domain ~= nil then
+        if type(api_domain) ~= "string" or not core.check_url(api_domain) then
+            return refresh_failed(st, "refresh callback returned an invalid api_domain")
+        end
+        self.api_domain = strip_slash(api_domain)
+    end
+    st.token = tok
+    st.secrets[#st.secrets + 1] = tok
+    st.expires_at = type(expires_in) == "number" and os.time() + expires_in or nil
+    return tok
+end
+
+-- The token to use now. `stale` is a token Zoho just rejected: a different current
+-- token means another caller already refreshed. Coroutines of one client share a
+-- refresh in flight: they yield until it is done.
+function Client:_token(stale)
+    local st = private[self]
+    while st.refreshing do
+        if not can_yield() then
+            return refresh_failed(st, "a token refresh is in flight in another coroutine and this caller cannot yield")
+        end
+        co_yield()
+    end
+    local expiring = st.expires_at and os.time() >= st.expires_at - REFRESH_MARGIN
+    if st.token and st.token ~= stale and not expiring then return st.token end
+    if not st.refresh then
+        if st.token and st.token ~= stale then return st.token end
+        return nil, errors.new("TOKEN_REFRESH_FAILED", "the access token was rejected or expired and no refresh callback is set")
+    end
+    return run_refresh(self, st)
+end
+
+local function check_arg(v, n, name, types)
+    local t = type(v)
+    if not types[t] then
+        error(format("bad argument #%d to 'delink' (%s expected, got %s)", n, name, t), 3)
+    end
+end
+
+local STRING = { string = true }
+local ID = { string = true, number = true }
+local IDS = { string = true, number = true, table = true }
+
+-- The batch's URL on the client's current api_domain (a refresh may have moved it).
+local function url_of(self, plan_domain, batch)
+    if plan_domain == self.api_domain then return batch.url end
+    return self.api_domain .. batch.url:sub(#plan_domain + 1)
+end
+
+--- res, err = client:delink(module, record_id, related_list, ids)
+function Client:delink(module, record_id, related_list, ids)
+    check_arg(module, 1, "module name: string", STRING)
+    check_arg(record_id, 2, "record id: string", ID)
+    check_arg(related_list, 3, "related list name: string", STRING)
+    check_arg(ids, 4, "ids: table or string", IDS)
+    local st = private[self]
+    local plan_domain = self.api_domain
+    local plan, code, message = core.plan(plan_domain, self.version, module, record_id, related_list, ids)
+    if not plan then return nil, errors.new(code, message) end
+
+    local res = { succeeded = 0, failed = 0 }
+    if #plan.ids == 0 then return res end
+
+    local outcome, batches = {}, plan.batches
+    local forced_refresh = false -- at most one refresh on INVALID_TOKEN per call
+    for b = 1, #batches do
+        local batch = batches[b]
+        local token, terr = self:_token()
+        if not token then
+            if b == 1 then return nil, terr end -- nothing sent yet
+            for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
+            break
+        end
+        local status, body, why = st.session:request("DELETE", url_of(self, plan_domain, batch), token)
+        local whole
+        if status then whole = response.read(batch.ids, status, body, outcome) end
+        if whole and whole.code == "INVALID_TOKEN" and st.refresh and not forced_refresh then
+            forced_refresh = true
+            token, terr = self:_token(token)
+            if token then
+                status, body, why = st.session:request("DELETE", url_of(self, plan_domain, batch), token)
+                if status then response.read(batch.ids, status, body, outcome) end
+            else
+                for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
+                break
+            end
+        end
+        if not status then response.fail(batch.ids, outcome, body, errors.redact(why, st.secrets)) end
+    end
+
+    -- One entry per caller position; a duplicate id gets its own copy of the outcome.
+    local err, used = nil, {}
+    for i = 1, #plan.ids do
+        local e = outcome[plan.ids[i]]
+        if used[e] then
+            local copy = {}
+            for k, v in pairs(e) do copy[k] = v end
+            e = setmetatable(copy, getmetatable(e))
+        end
+        used[e] = true
+        if e.status == "success" then
+            res.succeeded = res.succeeded + 1
+        else
+            res.failed = res.failed + 1
+            err = err or e
+        end
+        res[i] = e
+    end
+    return res, err
+end
+
+return { new = new }

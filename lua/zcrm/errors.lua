@@ -1,0 +1,50 @@
+-- zcrm.errors: the error value of the whole API.
+-- An error is a table {code=, message=, http_status=|nil} (a failed result entry also
+-- carries id, status = "error" and details) whose tostring is one readable line.
+
+local setmetatable, tostring, type = setmetatable, tostring, type
+local format, gsub = string.format, string.gsub
+
+local M = {}
+
+local mt = {}
+mt.__index = mt
+
+function mt.__tostring(e)
+    local line = "zcrm: " .. tostring(e.code) .. ": " .. tostring(e.message)
+    if e.http_status then line = line .. format(" (HTTP %d)", e.http_status) end
+    if e.id then line = line .. " [id " .. e.id .. "]" end
+    return (gsub(line, "[%c]", " ")) -- one line, whatever a server sent
+end
+
+function M.new(code, message, http_status)
+    return setmetatable({ code = code, message = message, http_status = http_status }, mt)
+end
+
+function M.is(v)
+    return type(v) == "table" and getmetatable(v) == mt
+end
+
+-- A failed result entry for one id: an error that also says which id.
+function M.entry(id, code, message, http_status, details)
+    return setmetatable({ id = id, status = "error", code = code, message = message,
+                          http_status = http_status, details = details or {} }, mt)
+end
+
+-- Replaces each secret (strings of 8+ bytes) found in text by "<redacted>".
+function M.redact(text, secrets)
+    text = tostring(text)
+    for i = 1, #secrets do
+        local s = secrets[i]
+        if type(s) == "string" and #s >= 8 then
+            local start, stop = text:find(s, 1, true)
+            while start do
+                text = text:sub(1, start - 1) .. "<redacted>" .. text:sub(stop + 1)
+                start, stop = text:find(s, start + 10, true)
+            end
+        end
+    end
+    return text
+end
+
+return M
