@@ -1,0 +1,699 @@
+-- Test imitation of Zoho CRM's "Delink Related Records" API and of Zoho
+-- Accounts' token endpoint, run inside nginx (content_by_lua). Behaviour
+-- follows /work/shared/zoho-api.md; where the real API is uncertain there is a
+-- config switch so tests can cover each variant.
+--
+-- All state lives in the shared dict `zoho_sim` so that every nginx worker
+-- sees one server. Shared-dict calls are atomic one by one; compound updates
+-- (token grants, seeding) take a short dict-based lock; counters use incr.
+-- Bookkeeping (log, per-request id counts, seen connections) is written with
+-- safe_set/safe_add so that a full dict drops bookkeeping, never evicts state.
+
+local cjson = require "cjson"
+
+local M = {}
+local dict = ngx.shared.zoho_sim
+
+local LOG_CAP = 20000 -- request log keeps the newest entries
+local IPR_CAP = 100000 -- ids_per_request keeps the newest entries
+
+local function set(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+local VERSIONS = set { "v2", "v2.1", "v3", "v4", "v5", "v6", "v7", "v8" }
+
+local MODULES = set {
+  "Leads", "Contacts", "Accounts", "Deals", "Potentials", "Campaigns", "Products",
+  "Price_Books", "Vendors", "Quotes", "Sales_Orders", "Purchase_Orders", "Invoices",
+  "Cases", "Solutions", "Tasks", "Events", "Calls", "Notes", "Appointments", "Services",
+}
+
+-- Relations the docs list; seeding adds more (the docs' list is a sample).
+local DOCUMENTED = {
+  Campaigns = set { "Leads", "Contacts" },
+  Products = set { "Leads", "Accounts", "Contacts", "Potentials", "Deals", "Price_Books" },
+  Appointments = set { "Services" },
+  Leads = set { "Notes" },
+}
+
+-- Canonical whole-request errors: code -> { HTTP status, message }.
+local ERRORS = {
+  INVALID_MODULE = { 400, "the module name given seems to be invalid" },
+  INVALID_URL_PATTERN = { 404, "Please check if the URL trying to access is a correct one" },
+  OAUTH_SCOPE_MISMATCH = { 401, "invalid oauth scope to access this URL" },
+  INVALID_TOKEN = { 401, "invalid oauth token" },
+  NO_PERMISSION = { 403, "permission denied" },
+  INTERNAL_ERROR = { 500, "Internal Server Error" },
+  INVALID_REQUEST_METHOD = { 400, "The http request method type is not a valid one" },
+  AUTHORIZATION_FAILED = { 400, "User does not have sufficient privilege to perform this action" },
+  INVALID_DATA = { 400, "invalid data" },
+  UNABLE_TO_PARSE_DATA_TYPE = { 400, "either the request body or parameters is in wrong format" },
+  REQUIRED_PARAM_MISSING = { 400, "One of the expected parameter is missing" },
+  TOO_MANY_REQUESTS = { 429, "You have reached the maximum number of concurrent API calls" },
+  AUTHENTICATION_FAILURE = { 401, "Authentication failed" },
+}
+
+local DEFAULT_CONFIG = {
+  mixed_status = 207,
+  all_failed_status = 400,
+  latency_ms = 0,
+  api_domain = false, -- false: the simulator's own base URL
+  grant_limit = 10,
+  grant_window = 600,
+  max_active_tokens = 15,
+}
+
+-- Allowed values per config key (nil: any number >= 0).
+local CONFIG_CHOICES = {
+  mixed_status = set { 200, 207 },
+  all_failed_status = set { 200, 207, 400 },
+}
+
+---------------------------------------------------------------------------
+-- JSON helpers. Debian's lua-cjson 2.1.0 has no empty_array, and encodes
+-- every empty table as {}: arrays that may be empty go through arr().
+
+local EMPTY_ARRAY = "@@zoho_sim_empty_array@@" -- no pattern magic characters
+
+local function arr(t)
+  if next(t) == nil then return EMPTY_ARRAY end
+  return t
+end
+
+local function encode(v)
+  return (cjson.encode(v):gsub('"' .. EMPTY_ARRAY .. '"', "[]"))
+end
+
+local function decode(s)
+  if s == nil then return nil end
+  local ok, v = pcall(cjson.decode, s)
+  if ok then return v end
+  return nil
+end
+
+local function is_digits(s)
+  return type(s) == "string" and s:match("^%d+$") ~= nil
+end
+
+local function base_url()
+  return "http://127.0.0.1:" .. ngx.var.server_port
+end
+
+-- Runs fn under a cross-worker lock. The key expires so that a worker that
+-- dies inside cannot wedge the simulator; holders never yield, so waits are
+-- short.
+local function with_lock(name, fn, ...)
+  local key = "lock|" .. name
+  local deadline = ngx.now() + 5
+  while not dict:add(key, true, 5) do
+    if ngx.now() > deadline then error("zoho_sim: lock " .. name .. " timed out") end
+    ngx.sleep(0.001)
+  end
+  local ok, a, b = pcall(fn, ...)
+  dict:delete(key)
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+local function config()
+  local cfg = decode(dict:get("cfg")) or {}
+  for k, v in pairs(DEFAULT_CONFIG) do
+    if cfg[k] == nil then cfg[k] = v end
+  end
+  if not cfg.api_domain or cfg.api_domain == cjson.null then cfg.api_domain = base_url() end
+  return cfg
+end
+
+local function random_hex(bytes)
+  -- /dev/urandom rather than math.random: workers would share one seed.
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local raw = f:read(bytes)
+  f:close()
+  return (raw:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+---------------------------------------------------------------------------
+-- Responses. Handlers return a response table; serve() sends and logs it.
+
+local function json_response(status, body, headers)
+  return { status = status, body = encode(body), content_type = "application/json", headers = headers }
+end
+
+local function flat_error(code, details, message)
+  local e = ERRORS[code]
+  return json_response(e[1], {
+    code = code,
+    details = details or {},
+    message = message or e[2],
+    status = "error",
+  })
+end
+
+local function send(res)
+  ngx.status = res.status
+  ngx.header["Content-Type"] = res.content_type
+  for k, v in pairs(res.headers or {}) do ngx.header[k] = v end
+  local body = res.body or ""
+  -- An explicit length keeps responses unchunked for simple test clients.
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+end
+
+---------------------------------------------------------------------------
+-- Tokens and scope.
+
+local function scope_allows(scope, module)
+  local want = ("zohocrm.modules." .. module):lower()
+  for s in tostring(scope):gmatch("[^,]+") do
+    s = s:match("^%s*(.-)%s*$"):lower()
+    if s == "zohocrm.modules.all" then return true end
+    local mod, op = s:match("^(.*)%.(%a+)$")
+    if mod == want and (op == "all" or op == "write" or op == "delete") then return true end
+  end
+  return false
+end
+
+-- Returns nil if the request's token is acceptable, else an error response.
+local function check_token(module)
+  local auth = ngx.var.http_authorization
+  local token = auth and auth:match("^[Zz][Oo][Hh][Oo]%-[Oo][Aa][Uu][Tt][Hh][Tt][Oo][Kk][Ee][Nn]%s+(%S+)%s*$")
+  local t = token and decode(dict:get("tok|" .. token))
+  if not t or ngx.now() >= t.expires_at then return flat_error("INVALID_TOKEN") end
+  if not scope_allows(t.scope, module) then return flat_error("OAUTH_SCOPE_MISMATCH") end
+  if t.authorization_failed then return flat_error("AUTHORIZATION_FAILED") end
+  if t.no_permission then return flat_error("NO_PERMISSION") end
+  return nil
+end
+
+---------------------------------------------------------------------------
+-- Relations. A relation key holds 1 while related. Delinking decrements it:
+-- only the request that sees 0 removed it, so concurrent delinks of one id
+-- from several workers report exactly one SUCCESS.
+
+local function rel_list_key(module, record, related)
+  return module .. "|" .. record .. "|" .. related
+end
+
+local function related_list_valid(module, related)
+  return (DOCUMENTED[module] and DOCUMENTED[module][related]) or dict:get("rl|" .. module .. "|" .. related) ~= nil
+end
+
+local function seed(module, record, related, ids)
+  local lk = rel_list_key(module, record, related)
+  dict:set("rl|" .. module .. "|" .. related, true)
+  with_lock("relidx|" .. lk, function()
+    -- The index lists every id ever seeded for the list; relations() filters it.
+    local index = decode(dict:get("relidx|" .. lk)) or {}
+    local known = set(index)
+    for _, id in ipairs(ids) do
+      if not known[id] then
+        known[id] = true
+        index[#index + 1] = id
+      end
+      dict:set("rel|" .. lk .. "|" .. id, 1)
+    end
+    assert(dict:set("relidx|" .. lk, encode(index)))
+  end)
+end
+
+local function relations(module, record, related)
+  local lk = rel_list_key(module, record, related)
+  local ids = {}
+  for _, id in ipairs(decode(dict:get("relidx|" .. lk)) or {}) do
+    if dict:get("rel|" .. lk .. "|" .. id) == 1 then ids[#ids + 1] = id end
+  end
+  -- Numeric order for digit strings (shorter first), then plain string order.
+  table.sort(ids, function(a, b)
+    if #a ~= #b then return #a < #b end
+    return a < b
+  end)
+  return ids
+end
+
+local function unlink(module, record, related, id)
+  return dict:incr("rel|" .. rel_list_key(module, record, related) .. "|" .. id, -1) == 0
+end
+
+---------------------------------------------------------------------------
+-- Delink API.
+
+local function split_path(uri)
+  local segs = {}
+  for seg in (uri:sub(2) .. "/"):gmatch("([^/]*)/") do segs[#segs + 1] = seg end
+  return segs
+end
+
+-- The raw `ids` query value: nil when absent or empty. Repeated `ids`
+-- parameters are joined with "," as the SDKs' ParameterMap does.
+local function ids_param()
+  local v = ngx.req.get_uri_args().ids
+  if type(v) == "table" then
+    local parts = {}
+    for _, x in ipairs(v) do
+      if type(x) == "string" then parts[#parts + 1] = x end
+    end
+    v = table.concat(parts, ",")
+  end
+  if type(v) ~= "string" or v == "" then return nil end
+  return v
+end
+
+local function split_ids(s)
+  local ids = {}
+  for id in (s .. ","):gmatch("([^,]*),") do ids[#ids + 1] = id end
+  return ids
+end
+
+-- How many ids a delink request carries, for counters (0 if not a delink).
+local function id_count(uri)
+  local segs = split_path(uri)
+  if #segs == 6 then return 1 end
+  if #segs == 5 then
+    local v = ids_param()
+    return v and #split_ids(v) or 0
+  end
+  return 0
+end
+
+local function delink(cfg)
+  if ngx.req.get_method() ~= "DELETE" then return flat_error("INVALID_REQUEST_METHOD") end
+
+  local segs = split_path(ngx.var.uri)
+  if (#segs ~= 5 and #segs ~= 6) or not VERSIONS[segs[2]] then
+    return flat_error("INVALID_URL_PATTERN")
+  end
+  for _, seg in ipairs(segs) do
+    if seg == "" then return flat_error("INVALID_URL_PATTERN") end
+  end
+  local module, record, related = segs[3], segs[4], segs[5]
+
+  local err = check_token(module)
+  if err then return err end
+
+  if not MODULES[module] then return flat_error("INVALID_MODULE") end
+  if not is_digits(record) then return flat_error("UNABLE_TO_PARSE_DATA_TYPE") end
+  if not related_list_valid(module, related) then
+    return flat_error("INVALID_DATA", { param_name = "related_list" },
+      "The relation name given seems to be invalid")
+  end
+
+  local ids
+  if #segs == 6 then
+    ids = { segs[6] }
+  else
+    local raw = ids_param()
+    if not raw then return flat_error("REQUIRED_PARAM_MISSING", { param_name = "ids" }) end
+    ids = split_ids(raw)
+    if #ids > 100 then
+      return flat_error("INVALID_DATA", { limit = 100 },
+        "the number of ids given exceeds the limit of 100")
+    end
+  end
+  for _, id in ipairs(ids) do
+    if not is_digits(id) then return flat_error("UNABLE_TO_PARSE_DATA_TYPE") end
+  end
+
+  local data, ok_count = {}, 0
+  for i, id in ipairs(ids) do
+    if unlink(module, record, related, id) then
+      ok_count = ok_count + 1
+      data[i] = { code = "SUCCESS", details = { id = id }, message = "relation removed", status = "success" }
+    else
+      data[i] = {
+        code = "INVALID_DATA", details = { id = id },
+        message = "the related id given seems to be invalid", status = "error",
+      }
+    end
+  end
+  local status = 200
+  if ok_count == 0 then
+    status = cfg.all_failed_status
+  elseif ok_count < #ids then
+    status = cfg.mixed_status
+  end
+  return json_response(status, { data = data })
+end
+
+---------------------------------------------------------------------------
+-- Token endpoint (Zoho Accounts). Errors are HTTP 200 with an `error` key.
+
+local function first(v)
+  if type(v) == "table" then v = v[1] end
+  if type(v) ~= "string" then return nil end
+  return v
+end
+
+local function token_params()
+  local p = {}
+  for k, v in pairs(ngx.req.get_uri_args()) do p[k] = first(v) end
+  ngx.req.read_body()
+  local post = ngx.req.get_post_args()
+  for k, v in pairs(post or {}) do p[k] = first(v) end
+  -- Zoho also accepts the client credentials as HTTP Basic auth.
+  local basic = (ngx.var.http_authorization or ""):match("^[Bb]asic%s+(%S+)")
+  local creds = basic and ngx.decode_base64(basic)
+  if creds then
+    local id, secret = creds:match("^([^:]*):(.*)$")
+    p.client_id = p.client_id or id
+    p.client_secret = p.client_secret or secret
+  end
+  return p
+end
+
+local function grant(cfg, client, refresh_token)
+  local gkey = "grants|" .. client.client_id .. "|" .. refresh_token
+  return with_lock(gkey, function()
+    local now = ngx.now()
+    local st = decode(dict:get(gkey)) or {}
+    local times, tokens = {}, {}
+    for _, t in ipairs(st.times or {}) do
+      if t > now - cfg.grant_window then times[#times + 1] = t end
+    end
+    if #times >= cfg.grant_limit then return nil end
+    times[#times + 1] = now
+
+    -- Only tokens still registered and unexpired count as active.
+    for _, tok in ipairs(st.tokens or {}) do
+      local t = decode(dict:get("tok|" .. tok))
+      if t and now < t.expires_at then tokens[#tokens + 1] = tok end
+    end
+    local token = "sim." .. random_hex(16)
+    assert(dict:set("tok|" .. token, encode({ scope = client.scope, expires_at = now + client.expires_in })))
+    tokens[#tokens + 1] = token
+    while #tokens > cfg.max_active_tokens do
+      dict:delete("tok|" .. table.remove(tokens, 1)) -- the oldest dies
+    end
+    assert(dict:set(gkey, encode({ times = times, tokens = tokens })))
+    return token
+  end)
+end
+
+local function token_endpoint(cfg)
+  if ngx.req.get_method() ~= "POST" then return flat_error("INVALID_URL_PATTERN") end
+  local p = token_params()
+  if p.grant_type ~= "refresh_token" then
+    return json_response(200, { error = "unsupported_grant_type" })
+  end
+  local client = p.client_id and decode(dict:get("client|" .. p.client_id))
+  if not client or client.client_secret ~= p.client_secret then
+    return json_response(200, { error = "invalid_client" })
+  end
+  if p.refresh_token ~= client.refresh_token then
+    return json_response(200, { error = "invalid_code" })
+  end
+  local token = grant(cfg, client, p.refresh_token)
+  if not token then
+    return json_response(200, {
+      error = "Access Denied",
+      error_description = "You have made too many requests continuously. Please try again after some time.",
+      status = "failure",
+    })
+  end
+  dict:incr("c|token_grants", 1, 0)
+  local body = {
+    access_token = token, api_domain = cfg.api_domain, token_type = "Bearer", expires_in = client.expires_in,
+  }
+  if client.quirk_ms then
+    -- Older Zoho Accounts answer: seconds in expires_in_sec, ms in expires_in.
+    body.expires_in_sec = client.expires_in
+    body.expires_in = client.expires_in * 1000
+  end
+  return json_response(200, body)
+end
+
+---------------------------------------------------------------------------
+-- Faults injected by tests, FIFO per target. Each queued fault is pushed
+-- `count` times so that lpop (atomic) hands one use to one request.
+
+local function injected_response(f)
+  if f.code then
+    local res = flat_error(f.code, f.details, f.message)
+    res.status = f.status or res.status
+    res.headers = f.headers
+    return res
+  end
+  return {
+    status = f.status or 500,
+    body = f.body or "",
+    content_type = f.content_type or "application/json",
+    headers = f.headers,
+  }
+end
+
+---------------------------------------------------------------------------
+-- Accounting shared by API and token requests.
+
+local function count_connection()
+  if dict:safe_add("conn|" .. ngx.var.connection, true) then dict:incr("c|connections", 1, 0) end
+end
+
+-- in_flight moves by one, so every level up to the peak is reached; the
+-- first request to reach a level (add succeeds once) raises the peak by one.
+local function enter()
+  local level = dict:incr("c|in_flight", 1, 0)
+  if dict:add("lvl|" .. level, true) then dict:incr("c|in_flight_peak", 1, 0) end
+end
+
+local function leave()
+  dict:incr("c|in_flight", -1, 0)
+end
+
+local function log_request(seq, status)
+  local rec = {
+    method = ngx.req.get_method(),
+    uri = ngx.var.request_uri,
+    authorization = ngx.var.http_authorization or cjson.null,
+    status = status,
+    connection = tonumber(ngx.var.connection),
+  }
+  dict:safe_set("log|" .. (seq % LOG_CAP), encode(rec))
+end
+
+-- kind: "api", "token" or nil (other paths: logged, not counted).
+local function serve(kind, handler)
+  -- The log slot is taken on arrival so the log is in arrival order.
+  local seq = dict:incr("log|n", 1, 0)
+  local cfg = config()
+  local fault
+  if kind then
+    count_connection()
+    if kind == "api" then
+      dict:incr("c|requests", 1, 0)
+      local k = dict:incr("ipr|n", 1, 0)
+      dict:safe_set("ipr|" .. (k % IPR_CAP), id_count(ngx.var.uri))
+    else
+      dict:incr("c|token_requests", 1, 0)
+    end
+    fault = decode(dict:lpop("inj|" .. kind))
+    enter()
+    if cfg.latency_ms > 0 then ngx.sleep(cfg.latency_ms / 1000) end
+  end
+
+  local ok, res = pcall(function()
+    if fault then return injected_response(fault) end
+    return handler(cfg)
+  end)
+  if kind then leave() end
+  if not ok then
+    log_request(seq, 500)
+    error(res, 0) -- a simulator bug: let nginx log it and answer 500
+  end
+  log_request(seq, res.status)
+  send(res)
+end
+
+---------------------------------------------------------------------------
+-- Control API (/__sim/...).
+
+local function ok_response(extra)
+  local body = extra or {}
+  body.ok = true
+  return json_response(200, body)
+end
+
+local function bad(status, msg)
+  return json_response(status, { ok = false, error = msg })
+end
+
+local function body_json()
+  ngx.req.read_body()
+  local raw = ngx.req.get_body_data()
+  if not raw or raw == "" then return {} end
+  local v = decode(raw)
+  if type(v) ~= "table" then return nil, "request body is not a JSON object" end
+  return v
+end
+
+local function need_string(v, name)
+  if type(v) == "number" then v = string.format("%.0f", v) end
+  if type(v) ~= "string" or v == "" then error({ msg = name .. " must be a non-empty string" }) end
+  return v
+end
+
+local function opt_number(v, name, default)
+  if v == nil or v == cjson.null then return default end
+  if type(v) ~= "number" then error({ msg = name .. " must be a number" }) end
+  return v
+end
+
+local function read_sequence(counter, prefix, cap)
+  local n = dict:get(counter) or 0
+  local out = {}
+  for k = math.max(1, n - cap + 1), n do
+    local v = dict:get(prefix .. (k % cap))
+    if v ~= nil then out[#out + 1] = v end -- nil: that request is still running
+  end
+  return out
+end
+
+local control = {}
+
+control["GET ping"] = function() return ok_response() end
+
+control["POST reset"] = function()
+  dict:flush_all()
+  dict:flush_expired(0) -- free the memory now, not on LRU pressure
+  return ok_response()
+end
+
+control["POST seed"] = function(b)
+  local module = need_string(b.module, "module")
+  local record = need_string(b.record, "record")
+  local related = need_string(b.related, "related")
+  if type(b.ids) ~= "table" then error({ msg = "ids must be an array" }) end
+  local ids = {}
+  for i, id in ipairs(b.ids) do ids[i] = need_string(id, "ids[" .. i .. "]") end
+  seed(module, record, related, ids)
+  return ok_response()
+end
+
+control["GET relations"] = function()
+  local a = ngx.req.get_uri_args()
+  local ids = relations(need_string(first(a.module), "module"), need_string(first(a.record), "record"),
+    need_string(first(a.related), "related"))
+  return json_response(200, { ids = arr(ids) })
+end
+
+control["POST tokens"] = function(b)
+  local token = need_string(b.token, "token")
+  local t = {
+    scope = b.scope ~= nil and need_string(b.scope, "scope") or "ZohoCRM.modules.ALL",
+    expires_at = ngx.now() + opt_number(b.expires_in, "expires_in", 3600),
+    no_permission = b.no_permission == true,
+    authorization_failed = b.authorization_failed == true,
+  }
+  assert(dict:set("tok|" .. token, encode(t)))
+  return ok_response()
+end
+
+control["GET config"] = function() return json_response(200, config()) end
+
+control["POST config"] = function(b)
+  local cfg = decode(dict:get("cfg")) or {}
+  for k, v in pairs(b) do
+    if DEFAULT_CONFIG[k] == nil then error({ msg = "unknown config key " .. k }) end
+    if k == "api_domain" then
+      if v ~= cjson.null and v ~= false and type(v) ~= "string" then
+        error({ msg = "api_domain must be a string or null" })
+      end
+      cfg[k] = (type(v) == "string") and v or false
+    else
+      if type(v) ~= "number" or v < 0 then error({ msg = k .. " must be a number >= 0" }) end
+      if CONFIG_CHOICES[k] and not CONFIG_CHOICES[k][v] then
+        error({ msg = "unsupported value for " .. k .. ": " .. tostring(v) })
+      end
+      cfg[k] = v
+    end
+  end
+  assert(dict:set("cfg", encode(cfg)))
+  return ok_response()
+end
+
+control["POST inject"] = function(b)
+  local target = b.target or "api"
+  if target ~= "api" and target ~= "token" then error({ msg = "target must be api or token" }) end
+  if b.code ~= nil and not ERRORS[b.code] then error({ msg = "unknown error code " .. tostring(b.code) }) end
+  if b.code == nil and b.status == nil then error({ msg = "inject needs code or status" }) end
+  if b.status ~= nil and type(b.status) ~= "number" then error({ msg = "status must be a number" }) end
+  if b.headers ~= nil and type(b.headers) ~= "table" then error({ msg = "headers must be an object" }) end
+  for _, k in ipairs { "body", "content_type", "message" } do
+    if b[k] ~= nil and type(b[k]) ~= "string" then error({ msg = k .. " must be a string" }) end
+  end
+  local count = opt_number(b.count, "count", 1)
+  local fault = encode({
+    code = b.code, status = b.status, body = b.body, content_type = b.content_type,
+    headers = b.headers, details = b.details, message = b.message,
+  })
+  for _ = 1, count do assert(dict:rpush("inj|" .. target, fault)) end
+  return ok_response()
+end
+
+control["GET counters"] = function()
+  local function c(name) return dict:get("c|" .. name) or 0 end
+  return json_response(200, {
+    requests = c("requests"),
+    ids_per_request = arr(read_sequence("ipr|n", "ipr|", IPR_CAP)),
+    token_requests = c("token_requests"),
+    token_grants = c("token_grants"),
+    in_flight = c("in_flight"),
+    in_flight_peak = c("in_flight_peak"),
+    connections = c("connections"),
+  })
+end
+
+control["GET log"] = function()
+  -- Entries are stored as JSON already: join them instead of re-encoding.
+  local entries = read_sequence("log|n", "log|", LOG_CAP)
+  return { status = 200, body = "[" .. table.concat(entries, ",") .. "]", content_type = "application/json" }
+end
+
+control["POST oauth_clients"] = function(b)
+  local client = {
+    client_id = need_string(b.client_id, "client_id"),
+    client_secret = need_string(b.client_secret, "client_secret"),
+    refresh_token = need_string(b.refresh_token, "refresh_token"),
+    scope = b.scope ~= nil and need_string(b.scope, "scope") or "ZohoCRM.modules.ALL",
+    expires_in = opt_number(b.expires_in, "expires_in", 3600),
+    quirk_ms = b.quirk_ms == true,
+  }
+  assert(dict:set("client|" .. client.client_id, encode(client)))
+  return ok_response()
+end
+
+local function control_handler(name)
+  local method = ngx.req.get_method()
+  local fn = control[method .. " " .. name]
+  if not fn then
+    if control["GET " .. name] or control["POST " .. name] then
+      return bad(405, "method " .. method .. " not allowed on /__sim/" .. name)
+    end
+    return bad(404, "unknown control endpoint /__sim/" .. name)
+  end
+  local b = {}
+  if method == "POST" then
+    local err
+    b, err = body_json()
+    if not b then return bad(400, err) end
+  end
+  -- Validation errors are raised as {msg=...}; anything else is a bug.
+  local ok, res = pcall(fn, b)
+  if ok then return res end
+  if type(res) == "table" and res.msg then return bad(400, res.msg) end
+  error(res, 0)
+end
+
+---------------------------------------------------------------------------
+
+function M.handle()
+  local uri = ngx.var.uri
+  local name = uri:match("^/__sim/([%w_]+)$")
+  if name then return send(control_handler(name)) end
+  if uri:sub(1, 5) == "/crm/" then return serve("api", delink) end
+  if uri == "/oauth/v2/token" then return serve("token", token_endpoint) end
+  return serve(nil, function() return flat_error("INVALID_URL_PATTERN") end)
+end
+
+return M
