@@ -75,8 +75,11 @@ valgrind: deps all
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
 	  --suppressions=spec/support/valgrind.supp $(BUSTED) $(SPECS)
 
+# luacheck on the Lua code; cppcheck and a clang -Werror build on the C core.
 lint: deps
 	luacheck lua spec examples
+	cppcheck --enable=warning,style,performance,portability --error-exitcode=1 --quiet -Icsrc csrc/*.c
+	$(MAKE) --no-print-directory all CC=clang BUILD=build/$(LUA_VERSION)-clang
 
 install: all
 	install -d $(DESTDIR)$(LUA_LIBDIR)/zcrm $(DESTDIR)$(LUA_SHAREDIR)/zcrm

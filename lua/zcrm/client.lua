@@ -78,6 +78,7 @@ local function new(opts)
         error("zcrm.new: give token (an access token) or refresh (a function returning one)", 2)
     end
     for _, k in pairs { "timeout", "connect_timeout" } do
+        -- luacheck: ignore 581 ("not (x > 0)" also refuses NaN)
         if opts[k] and not (opts[k] > 0) then error("zcrm.new: " .. k .. " must be > 0", 2) end
     end
 

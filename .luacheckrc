@@ -1,0 +1,6 @@
+-- luacheck configuration (make lint)
+std = "max"
+max_line_length = 130
+files["spec"] = { std = "+busted" }
+files["spec/simulator"] = { std = "ngx_lua" }
+files["spec/support/summary.lua"] = { std = "max" }
