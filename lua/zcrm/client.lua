@@ -177,6 +177,17 @@ local function url_of(self, plan_domain, batch)
     return self.api_domain .. batch.url:sub(#plan_domain + 1)
 end
 
+-- Sends one call and reads the answer into outcome[id]. Returns Zoho's whole-request
+-- error, if the answer was one.
+local function send(st, url, token, ids, outcome)
+    local status, body, why = st.session:request("DELETE", url, token)
+    if not status then
+        response.fail(ids, outcome, body, errors.redact(why, st.secrets))
+        return nil
+    end
+    return response.read(ids, status, body, outcome)
+end
+
 --- res, err = client:delink(module, record_id, related_list, ids)
 function Client:delink(module, record_id, related_list, ids)
     check_arg(module, 1, "module name: string", STRING)
@@ -196,26 +207,19 @@ function Client:delink(module, record_id, related_list, ids)
     for b = 1, #batches do
         local batch = batches[b]
         local token, terr = self:_token()
-        if not token then
-            if b == 1 then return nil, terr end -- nothing sent yet
+        if not token and b == 1 then return nil, terr end -- nothing sent yet
+        if token then
+            local whole = send(st, url_of(self, plan_domain, batch), token, batch.ids, outcome)
+            if whole and whole.code == "INVALID_TOKEN" and st.refresh and not forced_refresh then
+                forced_refresh = true
+                token, terr = self:_token(token)
+                if token then send(st, url_of(self, plan_domain, batch), token, batch.ids, outcome) end
+            end
+        end
+        if not token then -- this batch (when its retry could not happen) and the rest
             for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
             break
         end
-        local status, body, why = st.session:request("DELETE", url_of(self, plan_domain, batch), token)
-        local whole
-        if status then whole = response.read(batch.ids, status, body, outcome) end
-        if whole and whole.code == "INVALID_TOKEN" and st.refresh and not forced_refresh then
-            forced_refresh = true
-            token, terr = self:_token(token)
-            if token then
-                status, body, why = st.session:request("DELETE", url_of(self, plan_domain, batch), token)
-                if status then response.read(batch.ids, status, body, outcome) end
-            else
-                for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
-                break
-            end
-        end
-        if not status then response.fail(batch.ids, outcome, body, errors.redact(why, st.secrets)) end
     end
 
     -- One entry per caller position; a duplicate id gets its own copy of the outcome.
