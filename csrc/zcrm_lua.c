@@ -277,7 +277,13 @@ static int l_session(lua_State *L)
     opts.timeout_ms = opt_ms(L, 1, "timeout", 30);
     opts.connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 10);
     lua_getfield(L, 1, "max_body");
-    opts.max_body = lua_isnil(L, -1) ? DEFAULT_MAX_BODY : (size_t)luaL_checknumber(L, -1);
+    if (lua_isnil(L, -1)) {
+        opts.max_body = DEFAULT_MAX_BODY;
+    } else {
+        lua_Number max_body = luaL_checknumber(L, -1);
+        if (!(max_body >= 1 && max_body <= 1073741824.0)) luaL_error(L, "max_body must be 1 byte to 1 GiB");
+        opts.max_body = (size_t)max_body;
+    }
     lua_getfield(L, 1, "ca_file");
     opts.ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
 

@@ -234,6 +234,7 @@ describe("core.session", function()
         assert.has_error(function() core.session { timeout = -1 } end)
         assert.has_error(function() core.session { timeout = "x" } end)
         assert.has_error(function() core.session(nil) end)
+        assert.has_error(function() core.session { max_body = -1 } end)
     end)
 
     it("names itself", function()

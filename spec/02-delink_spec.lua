@@ -284,6 +284,18 @@ describe("client:delink", function()
         assert.is_nil(err.http_status)
     end)
 
+    it("cuts off a body larger than the session's cap with BAD_RESPONSE", function()
+        local session = require("zcrm.core").session { max_body = 64 }
+        sim:add_token("spec-cap-token", {})
+        local status, code, message = session:request("DELETE",
+            sim.url .. "/crm/v2.1/Products/" .. PRODUCT .. "/Price_Books?ids=" .. table.concat(h.ids(100), ","),
+            "spec-cap-token")
+        assert.is_nil(status)
+        assert.equal("BAD_RESPONSE", code)
+        assert.matches("exceeds 64 bytes", message)
+        session:close()
+    end)
+
     it("reports a server slower than the timeout as TIMEOUT", function()
         sim:config { latency_ms = 1500 }
         local slow = h.client(sim, { timeout = 0.3 })
