@@ -78,5 +78,8 @@ build = {
       ["zcrm.errors"] = "lua/zcrm/errors.lua",
       ["zcrm.oauth"] = "lua/zcrm/oauth.lua",
       ["zcrm.response"] = "lua/zcrm/response.lua",
+      ["zcrm.thread"] = "lua/zcrm/thread.lua",
+      ["zcrm.token"] = "lua/zcrm/token.lua",
+      ["zcrm.transport"] = "lua/zcrm/transport.lua",
    },
 }

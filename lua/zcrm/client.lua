@@ -1,37 +1,33 @@
--- zcrm.client: a client holds its settings, its access token (and how to refresh it)
--- and one C session (libcurl handle, kept alive between calls). client:delink plans the
--- calls in C (validation, duplicates, batches of 100, URLs), then sends them in order.
+-- zcrm.client: a client holds its settings, its token source (zcrm.token) and its
+-- transport (zcrm.transport: the C core's libcurl session, kept alive between calls).
+-- client:delink plans the calls in C (validation, duplicates, batches of 100, URLs),
+-- then sends them in order.
 
 local core = require "zcrm.core"
 local errors = require "zcrm.errors"
 local response = require "zcrm.response"
 local dc = require "zcrm.dc"
 local oauth = require "zcrm.oauth"
+local token = require "zcrm.token"
+local transport = require "zcrm.transport"
 
-local type, pairs, tostring, error, pcall, setmetatable, getmetatable =
-    type, pairs, tostring, error, pcall, setmetatable, getmetatable
+local type, pairs, tostring, error, setmetatable, getmetatable =
+    type, pairs, tostring, error, setmetatable, getmetatable
 local format = string.format
-local co_running, co_yield, co_isyieldable = coroutine.running, coroutine.yield, coroutine.isyieldable
-
-local REFRESH_MARGIN = 60 -- seconds before expiry at which a token is refreshed
 
 local OPTIONS = {
     token = "string", refresh = "function", api_domain = "string", dc = "string",
     version = "string", timeout = "number", connect_timeout = "number", ca_file = "string",
+    -- nginx (see README "OpenResty / nginx")
+    thread_pool = "string", shared_dict = "string", shared_key = "string", lock_timeout = "number",
 }
 
 local Client = {}
 Client.__index = Client
 
--- Token state lives here, not in the client table, so that dumping a client (inspect,
--- cjson.encode, pairs) never shows a token.
+-- Token source and transport live here, not in the client table, so that dumping a
+-- client (inspect, cjson.encode, pairs) never shows a token.
 local private = setmetatable({}, { __mode = "k" })
-
-local function can_yield()
-    if co_isyieldable then return co_isyieldable() end
-    local co, main = co_running()
-    return co ~= nil and not main
-end
 
 local function is_callable(f)
     if type(f) == "function" then return true end
@@ -77,7 +73,7 @@ local function new(opts)
     if not opts.token and not opts.refresh then
         error("zcrm.new: give token (an access token) or refresh (a function returning one)", 2)
     end
-    for _, k in pairs { "timeout", "connect_timeout" } do
+    for _, k in pairs { "timeout", "connect_timeout", "lock_timeout" } do
         -- luacheck: ignore 581 ("not (x > 0)" also refuses NaN)
         if opts[k] and not (opts[k] > 0) then error("zcrm.new: " .. k .. " must be > 0", 2) end
     end
@@ -91,14 +87,13 @@ local function new(opts)
     }, Client)
     local valid_version, version_why = core.check_version(self.version)
     if not valid_version then error("zcrm.new: version: " .. version_why, 2) end
+    local secrets = { opts.token, unpack_secrets(opts.refresh and oauth.secrets[opts.refresh] or {}) }
     private[self] = {
-        token = opts.token,
-        expires_at = nil, -- unknown for a given token: used until Zoho says INVALID_TOKEN
-        refresh = opts.refresh,
-        refreshing = false,
-        secrets = { opts.token, unpack_secrets(opts.refresh and oauth.secrets[opts.refresh] or {}) },
-        session = core.session { timeout = self.timeout, connect_timeout = self.connect_timeout,
-                                 ca_file = self.ca_file },
+        tokens = token.new { token = opts.token, refresh = opts.refresh, secrets = secrets,
+                             shared_dict = opts.shared_dict, shared_key = opts.shared_key,
+                             lock_timeout = opts.lock_timeout },
+        transport = transport.new { timeout = self.timeout, connect_timeout = self.connect_timeout,
+                                    ca_file = self.ca_file, thread_pool = opts.thread_pool },
     }
     return self
 end
@@ -109,55 +104,15 @@ end
 
 -- Releases the connection now rather than at garbage collection.
 function Client:close()
-    private[self].session:close()
+    private[self].transport:close()
 end
 
-local function refresh_failed(st, message)
-    return nil, errors.new("TOKEN_REFRESH_FAILED", errors.redact(message, st.secrets))
-end
-
--- Calls the refresh callback, guarded: it may raise, return nil, err, or junk.
-local function run_refresh(self, st)
-    st.refreshing = true
-    local ok, tok, expires_in, api_domain = pcall(st.refresh)
-    st.refreshing = false
-    if not ok then return refresh_failed(st, "refresh callback raised: " .. tostring(tok)) end
-    if tok == nil then
-        return refresh_failed(st, "refresh callback failed: " .. tostring(expires_in or "no token returned"))
-    end
-    if type(tok) ~= "string" or not core.check_token(tok) then
-        return refresh_failed(st, "refresh callback returned something that is not an access token")
-    end
-    if api_domain ~= nil then
-        if type(api_domain) ~= "string" or not core.check_url(api_domain) then
-            return refresh_failed(st, "refresh callback returned an invalid api_domain")
-        end
-        self.api_domain = strip_slash(api_domain)
-    end
-    st.token = tok
-    st.secrets[#st.secrets + 1] = tok
-    st.expires_at = type(expires_in) == "number" and os.time() + expires_in or nil
-    return tok
-end
-
--- The token to use now. `stale` is a token Zoho just rejected: a different current
--- token means another caller already refreshed. Coroutines of one client share a
--- refresh in flight: they yield until it is done.
+-- The token to use now (see zcrm.token); adopts the api_domain a refresh returned.
 function Client:_token(stale)
-    local st = private[self]
-    while st.refreshing do
-        if not can_yield() then
-            return refresh_failed(st, "a token refresh is in flight in another coroutine and this caller cannot yield")
-        end
-        co_yield()
-    end
-    local expiring = st.expires_at and os.time() >= st.expires_at - REFRESH_MARGIN
-    if st.token and st.token ~= stale and not expiring then return st.token end
-    if not st.refresh then
-        if st.token and st.token ~= stale then return st.token end
-        return nil, errors.new("TOKEN_REFRESH_FAILED", "the access token was rejected or expired and no refresh callback is set")
-    end
-    return run_refresh(self, st)
+    local source = private[self].tokens
+    local tok, err = source:get(stale)
+    if source.api_domain then self.api_domain = source.api_domain end
+    return tok, err
 end
 
 local function check_arg(v, n, name, types)
@@ -179,10 +134,10 @@ end
 
 -- Sends one call and reads the answer into outcome[id]. Returns Zoho's whole-request
 -- error, if the answer was one.
-local function send(st, url, token, ids, outcome)
-    local status, body, why = st.session:request("DELETE", url, token)
+local function send(st, url, tok, ids, outcome)
+    local status, body, why = st.transport:request("DELETE", url, tok)
     if not status then
-        response.fail(ids, outcome, body, errors.redact(why, st.secrets))
+        response.fail(ids, outcome, body, errors.redact(why, st.tokens.secrets))
         return nil
     end
     return response.read(ids, status, body, outcome)
@@ -206,17 +161,17 @@ function Client:delink(module, record_id, related_list, ids)
     local forced_refresh = false -- at most one refresh on INVALID_TOKEN per call
     for b = 1, #batches do
         local batch = batches[b]
-        local token, terr = self:_token()
-        if not token and b == 1 then return nil, terr end -- nothing sent yet
-        if token then
-            local whole = send(st, url_of(self, plan_domain, batch), token, batch.ids, outcome)
-            if whole and whole.code == "INVALID_TOKEN" and st.refresh and not forced_refresh then
+        local tok, terr = self:_token()
+        if not tok and b == 1 then return nil, terr end -- nothing sent yet
+        if tok then
+            local whole = send(st, url_of(self, plan_domain, batch), tok, batch.ids, outcome)
+            if whole and whole.code == "INVALID_TOKEN" and st.tokens.refresh and not forced_refresh then
                 forced_refresh = true
-                token, terr = self:_token(token)
-                if token then send(st, url_of(self, plan_domain, batch), token, batch.ids, outcome) end
+                tok, terr = self:_token(tok)
+                if tok then send(st, url_of(self, plan_domain, batch), tok, batch.ids, outcome) end
             end
         end
-        if not token then -- this batch (when its retry could not happen) and the rest
+        if not tok then -- this batch (when its retry could not happen) and the rest
             for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
             break
         end

@@ -1,9 +1,11 @@
 -- zcrm.oauth: a ready refresh callback doing Zoho's refresh-token grant:
--- POST {accounts}/oauth/v2/token, form-encoded, through the C core's libcurl session.
+-- POST {accounts}/oauth/v2/token, form-encoded, through the C core's libcurl session
+-- (in nginx, in the thread pool: see zcrm.transport).
 -- Zoho Accounts reports errors as HTTP 200 with an "error" key, and some servers give
 -- "expires_in" in milliseconds next to "expires_in_sec".
 
 local core = require "zcrm.core"
+local transport = require "zcrm.transport"
 local cjson = require "cjson.safe"
 local dc = require "zcrm.dc"
 
@@ -17,7 +19,7 @@ M.secrets = setmetatable({}, { __mode = "k" })
 local OPTIONS = {
     client_id = "string", client_secret = "string", refresh_token = "string",
     accounts_url = "string", dc = "string", timeout = "number", connect_timeout = "number",
-    ca_file = "string",
+    ca_file = "string", thread_pool = "string",
 }
 
 local function urlencode(s)
@@ -66,11 +68,11 @@ function M.refresher(opts)
     local url = accounts:gsub("/$", "") .. "/oauth/v2/token"
     local body = form { "grant_type", "refresh_token", "client_id", opts.client_id,
                         "client_secret", opts.client_secret, "refresh_token", opts.refresh_token }
-    local session = core.session { timeout = opts.timeout or 30, connect_timeout = opts.connect_timeout or 10,
-                                   ca_file = opts.ca_file }
+    local http = transport.new { timeout = opts.timeout or 30, connect_timeout = opts.connect_timeout or 10,
+                                 ca_file = opts.ca_file, thread_pool = opts.thread_pool }
 
     local function refresh()
-        local status, text, message = session:request("POST", url, nil, body, "application/x-www-form-urlencoded")
+        local status, text, message = http:request("POST", url, nil, body, "application/x-www-form-urlencoded")
         if not status then return nil, format("token endpoint: %s: %s", text, message) end
         local doc = cjson.decode(text)
         if type(doc) ~= "table" then

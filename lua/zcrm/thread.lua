@@ -1,0 +1,22 @@
+-- zcrm.thread: runs inside the Lua VM of an nginx thread-pool thread, called by
+-- zcrm.transport through ngx.run_worker_thread. No ngx API is used here. Each thread
+-- keeps one C session per set of options, so its connections stay alive across calls.
+
+local core = require "zcrm.core"
+
+local sessions = {}
+
+local M = {}
+
+function M.request(opts, method, url, token, body, content_type)
+    local key = table.concat({ opts.timeout or "", opts.connect_timeout or "", opts.ca_file or "",
+                               opts.max_body or "" }, "\n")
+    local session = sessions[key]
+    if not session then
+        session = core.session(opts)
+        sessions[key] = session
+    end
+    return session:request(method, url, token, body, content_type)
+end
+
+return M
