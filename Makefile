@@ -9,6 +9,7 @@
 #   make lint            luacheck on lua/ and spec/
 #   make install PREFIX=/usr/local
 #   make simulator       run the Zoho CRM simulator in the foreground for your own tests
+#   make nginx-latency   ping latency of an nginx worker while delinks are in flight (thread pool vs blocking)
 
 LUA ?= lua5.4
 ifeq ($(LUA),luajit)
@@ -38,7 +39,8 @@ HEADERS = $(wildcard csrc/*.h)
 BUSTED = $(LUA) /usr/bin/busted --lpath='./?.lua;./lua/?.lua;./lua/?/init.lua' \
          --cpath='./$(BUILD)/?.so' --output=spec/support/summary.lua
 
-.PHONY: all nginx-core deps check test demo sanitize valgrind lint install uninstall simulator clean
+.PHONY: all nginx-core deps check test demo sanitize valgrind lint install uninstall simulator clean \
+        nginx-latency
 
 all: $(CORE)
 
@@ -96,6 +98,11 @@ uninstall:
 
 simulator: deps
 	$(LUA) spec/support/simulator.lua
+
+# Ping latency of one nginx worker while 20 slow delinks are in flight: zcrm's thread
+# pool vs the C session called directly (blocking). bench/nginx_latency.lua.
+nginx-latency: nginx-core
+	$(LUA) bench/nginx_latency.lua
 
 clean:
 	rm -rf build

@@ -502,6 +502,29 @@ describe("zoho simulator", function()
       assert_flat(del("/crm/v8/Products/1/Leads/2", b.access_token), "INVALID_TOKEN")
     end)
 
+    it("expires every registered token on expire_tokens, and only those", function()
+      local path = "/crm/v8/Products/1/Leads/2"
+      sim:add_token("long", { expires_in = 86400 })
+      sim:add_token("gone", { expires_in = -5 })
+      local granted = refresh().json.access_token
+      for _, tok in ipairs { "tok", "long", granted } do
+        assert.equal(400, del(path, tok).status, tok) -- accepted: INVALID_DATA for the unrelated id
+      end
+      assert.equal(4, sim:expire_tokens()) -- tok (before_each), long, gone, granted
+      for _, tok in ipairs { "tok", "long", granted, "gone" } do
+        assert_flat(del(path, tok), "INVALID_TOKEN")
+      end
+      -- Tokens added or granted afterwards work; the expired ones stay expired.
+      sim:add_token("new")
+      assert.equal(400, del(path, "new").status)
+      local regranted = refresh().json.access_token
+      assert.equal(400, del(path, regranted).status)
+      assert_flat(del(path, granted), "INVALID_TOKEN")
+      local c = sim:counters()
+      assert.equal(2, c.token_grants)
+      assert.equal(6, sim:expire_tokens(), "counts every registered token, expired or not")
+    end)
+
     it("answers the expires_in_sec quirk with milliseconds in expires_in", function()
       sim:oauth_client { client_id = "cq", client_secret = "sq", refresh_token = "rq", quirk_ms = true }
       local b = refresh("cq", "sq", "rq").json

@@ -589,6 +589,24 @@ control["POST tokens"] = function(b)
   return ok_response()
 end
 
+-- Every registered access token (added or granted) expires now: the next API
+-- call with it gets 401 INVALID_TOKEN. Tokens added or granted later are not
+-- affected. Answers how many tokens were expired.
+control["POST expire_tokens"] = function()
+  local now, n = ngx.now(), 0
+  for _, key in ipairs(dict:get_keys(0)) do
+    if key:sub(1, 4) == "tok|" then
+      local t = decode(dict:get(key))
+      if t and t.expires_at > now - 1 then
+        t.expires_at = now - 1
+        assert(dict:set(key, encode(t)))
+      end
+      n = n + 1
+    end
+  end
+  return ok_response({ expired = n })
+end
+
 control["GET config"] = function() return json_response(200, config()) end
 
 control["POST config"] = function(b)
