@@ -1,7 +1,8 @@
-/* zcrm_http.h - the transport interface: one blocking HTTP exchange at a time on a
- * connection-reusing session. zcrm_http_curl.c implements it with libcurl; another
- * transport (e.g. nginx cosockets, on the Lua side) only has to keep this contract:
- * a status and a body, or an error code and a message. */
+/* zcrm_http.h - the transport interface: a session runs up to `slots` HTTP exchanges
+ * at once and reuses its connections between them. Start exchanges into free slots,
+ * then wait for the next one to finish. zcrm_http_curl.c implements it with libcurl's
+ * multi interface; another transport only has to keep this contract: per exchange, a
+ * status and a body, or an error code and a message. */
 #ifndef ZCRM_HTTP_H
 #define ZCRM_HTTP_H
 
@@ -15,7 +16,10 @@ typedef struct {
     long connect_timeout_ms;
     const char *ca_file;     /* extra CA bundle, or NULL; copied */
     size_t max_body;         /* responses larger than this fail with ZCRM_EBADRESP */
+    int slots;               /* exchanges in flight at most, 1..ZCRM_HTTP_MAX_SLOTS */
 } zcrm_http_options;
+
+#define ZCRM_HTTP_MAX_SLOTS 25 /* Zoho's highest concurrency limit (Ultimate edition) */
 
 typedef struct {
     const char *method;       /* "DELETE" or "POST" */
@@ -28,7 +32,7 @@ typedef struct {
 
 typedef struct {
     long status;
-    const char *body;  /* owned by the session, valid until its next request */
+    const char *body;  /* owned by the session, valid until its slot is started again */
     size_t body_len;
 } zcrm_http_response;
 
@@ -37,7 +41,16 @@ zcrm_code zcrm_http_global_init(zcrm_err *err);
 
 zcrm_http *zcrm_http_new(const zcrm_http_options *opts, zcrm_err *err);
 void zcrm_http_free(zcrm_http *h);
-zcrm_code zcrm_http_perform(zcrm_http *h, const zcrm_http_request *req,
-                            zcrm_http_response *resp, zcrm_err *err);
+
+/* Starts an exchange in a free slot. Returns the slot (0..slots-1), or -1 with err set
+ * (invalid request, or every slot busy). The request's strings may be freed on return. */
+int zcrm_http_start(zcrm_http *h, const zcrm_http_request *req, zcrm_err *err);
+
+/* Waits for the next exchange to finish. Returns its slot and sets *resp (err->code is
+ * ZCRM_OK), or its slot with err set when the exchange failed; -1 when none is in flight. */
+int zcrm_http_wait(zcrm_http *h, zcrm_http_response *resp, zcrm_err *err);
+
+/* Exchanges in flight. */
+int zcrm_http_in_flight(const zcrm_http *h);
 
 #endif

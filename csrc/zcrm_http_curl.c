@@ -1,21 +1,31 @@
 /* zcrm_http_curl.c - the libcurl transport (see zcrm_http.h).
- * One easy handle per session, reused so that libcurl keeps the connection (and TLS
- * session) alive between calls. Nothing here calls back into Lua, so a Lua error can
- * never unwind through libcurl. */
+ * One multi handle per session and one easy handle per slot, all reused: the multi
+ * handle's connection cache keeps connections alive between exchanges and batches, and
+ * a share handle gives every slot the same DNS and TLS session caches. Nothing here
+ * calls back into Lua, so a Lua error can never unwind through libcurl. */
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
 #include "zcrm_http.h"
 #include "zcrm_url.h"
 
-struct zcrm_http {
+typedef struct {
     CURL *easy;
-    char *ca_file;
+    struct curl_slist *headers; /* of the exchange in flight */
+    int busy;
+    int too_big;                /* set by the write callback when the cap is hit */
     size_t max_body;
-    int too_big;    /* set by the write callback when the cap is hit */
-    char *body;     /* response buffer, kept (and its capacity) across requests */
+    char *body;                 /* response buffer, kept (and its capacity) across exchanges */
     size_t len, cap;
     char errbuf[CURL_ERROR_SIZE];
+} slot;
+
+struct zcrm_http {
+    CURLM *multi;
+    CURLSH *share;
+    slot *slots;
+    int nslots, in_flight;
+    char *ca_file;
 };
 
 zcrm_code zcrm_http_global_init(zcrm_err *err)
@@ -28,45 +38,58 @@ zcrm_code zcrm_http_global_init(zcrm_err *err)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
-    zcrm_http *h = userp;
+    slot *s = userp;
     size_t n = size * nmemb;
-    if (n > h->max_body - h->len) {
-        h->too_big = 1;
+    if (n > s->max_body - s->len) {
+        s->too_big = 1;
         return 0; /* makes libcurl abort with CURLE_WRITE_ERROR */
     }
-    if (h->len + n + 1 > h->cap) {
-        size_t cap = h->cap ? h->cap : 4096;
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
         char *p;
-        while (cap < h->len + n + 1) cap *= 2;
-        p = realloc(h->body, cap);
+        while (cap < s->len + n + 1) cap *= 2;
+        p = realloc(s->body, cap);
         if (p == NULL) return 0;
-        h->body = p;
-        h->cap = cap;
+        s->body = p;
+        s->cap = cap;
     }
-    memcpy(h->body + h->len, data, n);
-    h->len += n;
-    h->body[h->len] = '\0';
+    memcpy(s->body + s->len, data, n);
+    s->len += n;
+    s->body[s->len] = '\0';
     return n;
 }
 
 void zcrm_http_free(zcrm_http *h)
 {
+    int i;
     if (h == NULL) return;
-    if (h->easy != NULL) curl_easy_cleanup(h->easy);
+    for (i = 0; h->slots != NULL && i < h->nslots; i++) {
+        slot *s = &h->slots[i];
+        if (s->easy != NULL) {
+            if (s->busy && h->multi != NULL) curl_multi_remove_handle(h->multi, s->easy);
+            curl_easy_cleanup(s->easy);
+        }
+        curl_slist_free_all(s->headers);
+        free(s->body);
+    }
+    free(h->slots);
+    if (h->multi != NULL) curl_multi_cleanup(h->multi);
+    if (h->share != NULL) curl_share_cleanup(h->share);
     free(h->ca_file);
-    free(h->body);
     free(h);
 }
 
-/* Options that hold for every request of the session. */
-static CURLcode setup(zcrm_http *h, const zcrm_http_options *opts)
+/* Options that hold for every exchange of a slot. */
+static CURLcode setup(zcrm_http *h, slot *s, const zcrm_http_options *opts)
 {
     CURLcode rc = CURLE_OK;
-#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(h->easy, opt, val)
+#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(s->easy, opt, val)
+    SET(CURLOPT_PRIVATE, (void *)s);
+    SET(CURLOPT_SHARE, h->share);
     SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_ERRORBUFFER, h->errbuf);
+    SET(CURLOPT_ERRORBUFFER, s->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, h);
+    SET(CURLOPT_WRITEDATA, s);
     SET(CURLOPT_FOLLOWLOCATION, 0L); /* a redirect must never carry the token elsewhere */
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
@@ -87,49 +110,44 @@ static CURLcode setup(zcrm_http *h, const zcrm_http_options *opts)
 
 zcrm_http *zcrm_http_new(const zcrm_http_options *opts, zcrm_err *err)
 {
-    zcrm_http *h = calloc(1, sizeof *h);
-    CURLcode rc;
-    if (h == NULL) {
-        zcrm_fail(err, ZCRM_ENOMEM, "out of memory creating an HTTP session");
+    zcrm_http *h;
+    int i;
+
+    if (opts->slots < 1 || opts->slots > ZCRM_HTTP_MAX_SLOTS) {
+        zcrm_fail(err, ZCRM_EINVAL, "a session has 1 to %d slots", ZCRM_HTTP_MAX_SLOTS);
         return NULL;
     }
-    h->max_body = opts->max_body;
-    if (opts->ca_file != NULL && (h->ca_file = strdup(opts->ca_file)) == NULL) {
+    if ((h = calloc(1, sizeof *h)) == NULL ||
+        (h->slots = calloc((size_t)opts->slots, sizeof *h->slots)) == NULL ||
+        (opts->ca_file != NULL && (h->ca_file = strdup(opts->ca_file)) == NULL)) {
         zcrm_http_free(h);
         zcrm_fail(err, ZCRM_ENOMEM, "out of memory creating an HTTP session");
         return NULL;
     }
-    if ((h->easy = curl_easy_init()) == NULL) {
+    h->nslots = opts->slots;
+    if ((h->multi = curl_multi_init()) == NULL || (h->share = curl_share_init()) == NULL ||
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
         zcrm_http_free(h);
-        zcrm_fail(err, ZCRM_ETRANSPORT, "curl_easy_init failed");
+        zcrm_fail(err, ZCRM_ETRANSPORT, "libcurl multi or share handle setup failed");
         return NULL;
     }
-    if ((rc = setup(h, opts)) != CURLE_OK) {
-        zcrm_http_free(h);
-        zcrm_fail(err, ZCRM_ETRANSPORT, "curl setup: %s", curl_easy_strerror(rc));
-        return NULL;
+    for (i = 0; i < h->nslots; i++) {
+        slot *s = &h->slots[i];
+        CURLcode rc;
+        s->max_body = opts->max_body;
+        if ((s->easy = curl_easy_init()) == NULL) {
+            zcrm_http_free(h);
+            zcrm_fail(err, ZCRM_ETRANSPORT, "curl_easy_init failed");
+            return NULL;
+        }
+        if ((rc = setup(h, s, opts)) != CURLE_OK) {
+            zcrm_http_free(h);
+            zcrm_fail(err, ZCRM_ETRANSPORT, "curl setup: %s", curl_easy_strerror(rc));
+            return NULL;
+        }
     }
     return h;
-}
-
-/* Per-request options: method, URL, body. */
-static CURLcode prepare(zcrm_http *h, const zcrm_http_request *req, struct curl_slist *headers)
-{
-    CURLcode rc = CURLE_OK;
-    int post = strcmp(req->method, "POST") == 0;
-#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(h->easy, opt, val)
-    SET(CURLOPT_URL, req->url);
-    SET(CURLOPT_HTTPHEADER, headers);
-    SET(CURLOPT_HTTPGET, 1L); /* drops the previous request's POST state */
-    if (post) {
-        SET(CURLOPT_POSTFIELDSIZE, (long)req->body_len);
-        SET(CURLOPT_COPYPOSTFIELDS, req->body != NULL ? req->body : "");
-        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    } else {
-        SET(CURLOPT_CUSTOMREQUEST, req->method);
-    }
-#undef SET
-    return rc;
 }
 
 static struct curl_slist *build_headers(const zcrm_http_request *req, int *oom)
@@ -158,43 +176,125 @@ fail:
     return NULL;
 }
 
-zcrm_code zcrm_http_perform(zcrm_http *h, const zcrm_http_request *req,
-                            zcrm_http_response *resp, zcrm_err *err)
+/* Per-exchange options: method, URL, headers, body. */
+static CURLcode prepare(slot *s, const zcrm_http_request *req)
 {
-    struct curl_slist *headers;
-    CURLcode rc;
-    int oom;
-    zcrm_code code;
-
-    if (strcmp(req->method, "DELETE") != 0 && strcmp(req->method, "POST") != 0)
-        return zcrm_fail(err, ZCRM_EINVAL, "method must be DELETE or POST");
-    if ((code = zcrm_check_url(req->url, strlen(req->url), 1, err)) != ZCRM_OK) return code;
-    if (req->token != NULL && !zcrm_valid_token(req->token, strlen(req->token)))
-        return zcrm_fail(err, ZCRM_EINVAL, "access token has a space, control or non-ASCII byte, or is too long");
-    if (req->content_type != NULL && !zcrm_valid_token(req->content_type, strlen(req->content_type)))
-        return zcrm_fail(err, ZCRM_EINVAL, "content type has a space or control byte");
-
-    headers = build_headers(req, &oom);
-    if (oom) return zcrm_fail(err, ZCRM_ENOMEM, "out of memory building headers");
-
-    h->len = 0;
-    h->too_big = 0;
-    h->errbuf[0] = '\0';
-    rc = prepare(h, req, headers);
-    if (rc == CURLE_OK) rc = curl_easy_perform(h->easy);
-    /* The handle must not keep pointing at the list we are about to free. */
-    curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_slist_free_all(headers);
-
-    if (rc != CURLE_OK) {
-        if (h->too_big)
-            return zcrm_fail(err, ZCRM_EBADRESP, "response body exceeds %zu bytes", h->max_body);
-        if (rc == CURLE_OPERATION_TIMEDOUT)
-            return zcrm_fail(err, ZCRM_ETIMEOUT, "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
-        return zcrm_fail(err, ZCRM_ETRANSPORT, "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
+    CURLcode rc = CURLE_OK;
+    int post = strcmp(req->method, "POST") == 0;
+#define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(s->easy, opt, val)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_HTTPHEADER, s->headers);
+    SET(CURLOPT_HTTPGET, 1L); /* drops the previous exchange's POST state */
+    if (post) {
+        SET(CURLOPT_POSTFIELDSIZE, (long)req->body_len);
+        SET(CURLOPT_COPYPOSTFIELDS, req->body != NULL ? req->body : "");
+        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, req->method);
     }
-    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &resp->status);
-    resp->body = h->body != NULL ? h->body : "";
-    resp->body_len = h->len;
-    return ZCRM_OK;
+#undef SET
+    return rc;
+}
+
+int zcrm_http_start(zcrm_http *h, const zcrm_http_request *req, zcrm_err *err)
+{
+    slot *s = NULL;
+    int i, oom;
+    CURLcode rc;
+
+    if (strcmp(req->method, "DELETE") != 0 && strcmp(req->method, "POST") != 0) {
+        zcrm_fail(err, ZCRM_EINVAL, "method must be DELETE or POST");
+        return -1;
+    }
+    if (zcrm_check_url(req->url, strlen(req->url), 1, err) != ZCRM_OK) return -1;
+    if (req->token != NULL && !zcrm_valid_token(req->token, strlen(req->token))) {
+        zcrm_fail(err, ZCRM_EINVAL, "access token has a space, control or non-ASCII byte, or is too long");
+        return -1;
+    }
+    if (req->content_type != NULL && !zcrm_valid_token(req->content_type, strlen(req->content_type))) {
+        zcrm_fail(err, ZCRM_EINVAL, "content type has a space or control byte");
+        return -1;
+    }
+    for (i = 0; i < h->nslots && s == NULL; i++)
+        if (!h->slots[i].busy) s = &h->slots[i];
+    if (s == NULL) {
+        zcrm_fail(err, ZCRM_EINVAL, "all %d slots of the session are busy", h->nslots);
+        return -1;
+    }
+
+    s->headers = build_headers(req, &oom);
+    if (oom) {
+        zcrm_fail(err, ZCRM_ENOMEM, "out of memory building headers");
+        return -1;
+    }
+    s->len = 0;
+    s->too_big = 0;
+    s->errbuf[0] = '\0';
+    rc = prepare(s, req);
+    if (rc != CURLE_OK || curl_multi_add_handle(h->multi, s->easy) != CURLM_OK) {
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+        curl_slist_free_all(s->headers);
+        s->headers = NULL;
+        zcrm_fail(err, ZCRM_ETRANSPORT, "curl: %s", rc != CURLE_OK ? curl_easy_strerror(rc) : "cannot add transfer");
+        return -1;
+    }
+    s->busy = 1;
+    h->in_flight++;
+    return (int)(s - h->slots);
+}
+
+/* Detaches a finished exchange from the multi handle and reports it. */
+static int finish(zcrm_http *h, slot *s, CURLcode rc, zcrm_http_response *resp, zcrm_err *err)
+{
+    curl_multi_remove_handle(h->multi, s->easy); /* its connection stays in the multi's cache */
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_slist_free_all(s->headers);
+    s->headers = NULL;
+    s->busy = 0;
+    h->in_flight--;
+
+    resp->status = 0;
+    resp->body = s->body != NULL ? s->body : "";
+    resp->body_len = s->len;
+    err->code = ZCRM_OK;
+    err->msg[0] = '\0';
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+    } else if (s->too_big) {
+        zcrm_fail(err, ZCRM_EBADRESP, "response body exceeds %zu bytes", s->max_body);
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        zcrm_fail(err, ZCRM_ETIMEOUT, "%s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+    } else {
+        zcrm_fail(err, ZCRM_ETRANSPORT, "%s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+    }
+    return (int)(s - h->slots);
+}
+
+int zcrm_http_wait(zcrm_http *h, zcrm_http_response *resp, zcrm_err *err)
+{
+    while (h->in_flight > 0) {
+        int running, queued;
+        CURLMsg *msg;
+        CURLMcode mc = curl_multi_perform(h->multi, &running);
+        while ((msg = curl_multi_info_read(h->multi, &queued)) != NULL) {
+            if (msg->msg == CURLMSG_DONE) {
+                slot *s = NULL;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+                return finish(h, s, msg->data.result, resp, err);
+            }
+        }
+        if (mc != CURLM_OK) {
+            /* The multi handle itself failed: fail every exchange, one per call. */
+            int i;
+            for (i = 0; i < h->nslots; i++)
+                if (h->slots[i].busy) return finish(h, &h->slots[i], CURLE_SEND_ERROR, resp, err);
+        }
+        if (running > 0) curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+    }
+    return -1;
+}
+
+int zcrm_http_in_flight(const zcrm_http *h)
+{
+    return h->in_flight;
 }

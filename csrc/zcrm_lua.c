@@ -7,9 +7,13 @@
  *   core.check_url(url) -> true | nil, message        (a base URL: api_domain, accounts)
  *   core.check_token(token) -> true | nil, message
  *   core.check_version(version) -> true | nil, message
- *   core.session{timeout=, connect_timeout=, ca_file=, max_body=} -> session
+ *   core.session{timeout=, connect_timeout=, ca_file=, max_body=, slots=1} -> session
  *   session:request(method, url, token|nil, body|nil, content_type|nil)
- *       -> status, body | nil, code, message
+ *       -> status, body | nil, code, message            (one exchange, start to end)
+ *   session:start(method, url, token|nil, body|nil, content_type|nil)
+ *       -> slot | nil, code, message                     (up to `slots` in flight)
+ *   session:wait() -> slot, status, body | slot, nil, code, message | nothing
+ *   session:in_flight() -> number
  *   session:close()
  *
  * Wrong argument types raise; bad values return nil, code, message. No C globals:
@@ -284,6 +288,10 @@ static int l_session(lua_State *L)
         if (!(max_body >= 1 && max_body <= 1073741824.0)) luaL_error(L, "max_body must be 1 byte to 1 GiB");
         opts.max_body = (size_t)max_body;
     }
+    lua_getfield(L, 1, "slots");
+    opts.slots = lua_isnil(L, -1) ? 1 : (int)luaL_checknumber(L, -1);
+    if (opts.slots < 1 || opts.slots > ZCRM_HTTP_MAX_SLOTS)
+        luaL_error(L, "slots must be 1 to %d", ZCRM_HTTP_MAX_SLOTS);
     lua_getfield(L, 1, "ca_file");
     opts.ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
 
@@ -296,6 +304,53 @@ static int l_session(lua_State *L)
     return 1;
 }
 
+static void check_request(lua_State *L, zcrm_http_request *req)
+{
+    req->method = luaL_checkstring(L, 2);
+    req->url = luaL_checkstring(L, 3);
+    req->token = luaL_optstring(L, 4, NULL);
+    req->body = luaL_optlstring(L, 5, NULL, &req->body_len);
+    req->content_type = luaL_optstring(L, 6, NULL);
+    if (req->body == NULL) req->body_len = 0;
+}
+
+/* Pushes what zcrm_http_wait returned: slot, status, body | slot, nil, code, message. */
+static int push_done(lua_State *L, int slot, const zcrm_http_response *resp, const zcrm_err *err)
+{
+    lua_pushinteger(L, slot + 1);
+    if (err->code != ZCRM_OK) return 1 + push_fail(L, err);
+    lua_pushinteger(L, (lua_Integer)resp->status);
+    lua_pushlstring(L, resp->body, resp->body_len);
+    return 3;
+}
+
+/* session:start(method, url, token, body, content_type) -> slot | nil, code, message */
+static int l_session_start(lua_State *L)
+{
+    session *s = check_session(L);
+    zcrm_err err = {ZCRM_OK, ""};
+    zcrm_http_request req;
+    int slot;
+
+    check_request(L, &req);
+    slot = zcrm_http_start(s->http, &req, &err);
+    if (slot < 0) return push_fail(L, &err);
+    lua_pushinteger(L, slot + 1);
+    return 1;
+}
+
+/* session:wait() -> slot, status, body | slot, nil, code, message | nil (nothing in flight) */
+static int l_session_wait(lua_State *L)
+{
+    session *s = check_session(L);
+    zcrm_err err = {ZCRM_OK, ""};
+    zcrm_http_response resp;
+    int slot = zcrm_http_wait(s->http, &resp, &err);
+    if (slot < 0) return 0;
+    return push_done(L, slot, &resp, &err);
+}
+
+/* session:request(...) -> status, body | nil, code, message: one exchange, start to end. */
 static int l_session_request(lua_State *L)
 {
     session *s = check_session(L);
@@ -303,16 +358,21 @@ static int l_session_request(lua_State *L)
     zcrm_http_request req;
     zcrm_http_response resp;
 
-    req.method = luaL_checkstring(L, 2);
-    req.url = luaL_checkstring(L, 3);
-    req.token = luaL_optstring(L, 4, NULL);
-    req.body = luaL_optlstring(L, 5, NULL, &req.body_len);
-    req.content_type = luaL_optstring(L, 6, NULL);
-    if (req.body == NULL) req.body_len = 0;
-    if (zcrm_http_perform(s->http, &req, &resp, &err) != ZCRM_OK) return push_fail(L, &err);
+    check_request(L, &req);
+    if (zcrm_http_in_flight(s->http) > 0) return luaL_error(L, "session:request while exchanges are in flight");
+    if (zcrm_http_start(s->http, &req, &err) < 0) return push_fail(L, &err);
+    zcrm_http_wait(s->http, &resp, &err);
+    if (err.code != ZCRM_OK) return push_fail(L, &err);
     lua_pushinteger(L, (lua_Integer)resp.status);
     lua_pushlstring(L, resp.body, resp.body_len);
     return 2;
+}
+
+static int l_session_in_flight(lua_State *L)
+{
+    session *s = check_session(L);
+    lua_pushinteger(L, zcrm_http_in_flight(s->http));
+    return 1;
 }
 
 /* close, __gc and __close: one idempotent function. */
@@ -345,6 +405,9 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
 {
     static const luaL_Reg session_methods[] = {
         {"request", l_session_request},
+        {"start", l_session_start},
+        {"wait", l_session_wait},
+        {"in_flight", l_session_in_flight},
         {"close", l_session_close},
         {NULL, NULL}};
     static const luaL_Reg session_meta[] = {
@@ -373,6 +436,8 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
     luaL_newlib(L, functions);
     lua_pushinteger(L, ZCRM_MAX_IDS_PER_CALL);
     lua_setfield(L, -2, "MAX_IDS_PER_CALL");
+    lua_pushinteger(L, ZCRM_HTTP_MAX_SLOTS);
+    lua_setfield(L, -2, "MAX_CONCURRENCY");
     lua_pushliteral(L, "zcrm.core");
     lua_setfield(L, -2, "_NAME");
     lua_pushliteral(L, ZCRM_VERSION);

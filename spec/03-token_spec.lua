@@ -70,7 +70,7 @@ describe("token refresh", function()
         local ids = h.ids(250)
         sim:seed("Products", PRODUCT, "Price_Books", ids)
         local r = refresher(3600)
-        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn })
+        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 1 })
         local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
         assert.is_nil(err)
         assert.equal(250, res.succeeded)
@@ -78,9 +78,22 @@ describe("token refresh", function()
         assert.same({ 100, 100, 100, 50 }, sim:counters().ids_per_request)
     end)
 
+    it("refreshes once when every call in flight is answered INVALID_TOKEN, and retries each", function()
+        sim:add_token("spec-expired-token", { expires_in = -1 })
+        local ids = h.ids(250)
+        sim:seed("Products", PRODUCT, "Price_Books", ids)
+        local r = refresher(3600)
+        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 3 })
+        local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
+        assert.is_nil(err)
+        assert.equal(250, res.succeeded)
+        assert.equal(1, r.calls)
+        assert.equal(6, sim:counters().requests) -- three calls, each sent again once
+    end)
+
     it("retries only once when the new token is refused too", function()
         local calls = 0
-        local client = h.client(sim, { refresh = function()
+        local client = h.client(sim, { concurrency = 1, refresh = function()
             calls = calls + 1
             return "spec-unknown-token-" .. calls, 3600
         end })
@@ -121,7 +134,7 @@ describe("token refresh", function()
 
         it("after a 401: the ids not yet delinked get TOKEN_REFRESH_FAILED", function()
             sim:add_token("spec-expired-token", { expires_in = -1 })
-            local client = h.client(sim, { token = "spec-expired-token", refresh = function()
+            local client = h.client(sim, { token = "spec-expired-token", concurrency = 1, refresh = function()
                 return nil, "accounts unreachable"
             end })
             local ids = h.ids(250)

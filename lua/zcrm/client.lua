@@ -20,7 +20,10 @@ local OPTIONS = {
     version = "string", timeout = "number", connect_timeout = "number", ca_file = "string",
     -- nginx (see README "OpenResty / nginx")
     thread_pool = "string", shared_dict = "string", shared_key = "string", lock_timeout = "number",
+    concurrency = "number",
 }
+
+local DEFAULT_CONCURRENCY = 4 -- under Zoho's lowest limit (5 calls in flight, Free edition)
 
 local Client = {}
 Client.__index = Client
@@ -84,7 +87,12 @@ local function new(opts)
         timeout = opts.timeout or 30,
         connect_timeout = opts.connect_timeout or 10,
         ca_file = opts.ca_file,
+        concurrency = opts.concurrency or DEFAULT_CONCURRENCY,
     }, Client)
+    local c = self.concurrency
+    if c ~= math.floor(c) or c < 1 or c > core.MAX_CONCURRENCY then
+        error(format("zcrm.new: concurrency must be an integer from 1 to %d", core.MAX_CONCURRENCY), 2)
+    end
     local valid_version, version_why = core.check_version(self.version)
     if not valid_version then error("zcrm.new: version: " .. version_why, 2) end
     local secrets = { opts.token, unpack_secrets(opts.refresh and oauth.secrets[opts.refresh] or {}) }
@@ -93,7 +101,7 @@ local function new(opts)
                              shared_dict = opts.shared_dict, shared_key = opts.shared_key,
                              lock_timeout = opts.lock_timeout },
         transport = transport.new { timeout = self.timeout, connect_timeout = self.connect_timeout,
-                                    ca_file = self.ca_file, thread_pool = opts.thread_pool },
+                                    ca_file = self.ca_file, thread_pool = opts.thread_pool, slots = self.concurrency },
     }
     return self
 end
@@ -132,17 +140,6 @@ local function url_of(self, plan_domain, batch)
     return self.api_domain .. batch.url:sub(#plan_domain + 1)
 end
 
--- Sends one call and reads the answer into outcome[id]. Returns Zoho's whole-request
--- error, if the answer was one.
-local function send(st, url, tok, ids, outcome)
-    local status, body, why = st.transport:request("DELETE", url, tok)
-    if not status then
-        response.fail(ids, outcome, body, errors.redact(why, st.tokens.secrets))
-        return nil
-    end
-    return response.read(ids, status, body, outcome)
-end
-
 --- res, err = client:delink(module, record_id, related_list, ids)
 function Client:delink(module, record_id, related_list, ids)
     check_arg(module, 1, "module name: string", STRING)
@@ -150,6 +147,7 @@ function Client:delink(module, record_id, related_list, ids)
     check_arg(related_list, 3, "related list name: string", STRING)
     check_arg(ids, 4, "ids: table or string", IDS)
     local st = private[self]
+    local http, secrets = st.transport, st.tokens.secrets
     local plan_domain = self.api_domain
     local plan, code, message = core.plan(plan_domain, self.version, module, record_id, related_list, ids)
     if not plan then return nil, errors.new(code, message) end
@@ -157,25 +155,56 @@ function Client:delink(module, record_id, related_list, ids)
     local res = { succeeded = 0, failed = 0 }
     if #plan.ids == 0 then return res end
 
+    -- Up to `concurrency` calls in flight; each answer is read into outcome[id] as it
+    -- comes. A call answered 401 INVALID_TOKEN is sent again, once, with a new token;
+    -- at most one refresh per delink is caused that way (`renewed`).
     local outcome, batches = {}, plan.batches
-    local forced_refresh = false -- at most one refresh on INVALID_TOKEN per call
-    for b = 1, #batches do
-        local batch = batches[b]
-        local tok, terr = self:_token()
-        if not tok and b == 1 then return nil, terr end -- nothing sent yet
-        if tok then
-            local whole = send(st, url_of(self, plan_domain, batch), tok, batch.ids, outcome)
-            if whole and whole.code == "INVALID_TOKEN" and st.tokens.refresh and not forced_refresh then
-                forced_refresh = true
-                tok, terr = self:_token(tok)
-                if tok then send(st, url_of(self, plan_domain, batch), tok, batch.ids, outcome) end
-            end
-        end
-        if not tok then -- this batch (when its retry could not happen) and the rest
-            for rest = b, #batches do response.fail(batches[rest].ids, outcome, terr.code, terr.message) end
-            break
+    local jobs, next_batch, halted, renewed = {}, 1, nil, nil
+
+    local function launch(b, tok, retried)
+        local slot, why_code, why = http:start("DELETE", url_of(self, plan_domain, batches[b]), tok)
+        if slot then
+            jobs[slot] = { batch = b, token = tok, retried = retried }
+        else
+            response.fail(batches[b].ids, outcome, why_code, errors.redact(why, secrets))
         end
     end
+
+    while true do
+        while not halted and next_batch <= #batches and http:in_flight() < self.concurrency do
+            local tok, terr = self:_token()
+            if not tok then
+                if next_batch == 1 then return nil, terr end -- nothing sent yet
+                halted = terr
+            else
+                launch(next_batch, tok, false)
+                next_batch = next_batch + 1
+            end
+        end
+        local slot, status, body, why = http:wait()
+        if not slot then break end
+        local job = jobs[slot]
+        jobs[slot] = nil
+        local batch_ids = batches[job.batch].ids
+        local whole
+        if status then
+            whole = response.read(batch_ids, status, body, outcome)
+        else
+            response.fail(batch_ids, outcome, body, errors.redact(why, secrets))
+        end
+        if whole and whole.code == "INVALID_TOKEN" and st.tokens.refresh and not job.retried
+            and job.token ~= renewed then
+            local tok, terr = self:_token(job.token) -- refreshes unless another call already did
+            if tok then
+                renewed = renewed or tok
+                launch(job.batch, tok, true)
+            else
+                response.fail(batch_ids, outcome, terr.code, terr.message)
+                halted = halted or terr
+            end
+        end
+    end
+    for b = next_batch, #batches do response.fail(batches[b].ids, outcome, halted.code, halted.message) end
 
     -- One entry per caller position; a duplicate id gets its own copy of the outcome.
     local err, used = nil, {}
