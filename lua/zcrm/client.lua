@@ -147,7 +147,7 @@ function Client:delink(module, record_id, related_list, ids)
     check_arg(related_list, 3, "related list name: string", STRING)
     check_arg(ids, 4, "ids: table or string", IDS)
     local st = private[self]
-    local http, secrets = st.transport, st.tokens.secrets
+    local secrets = st.tokens.secrets
     local plan_domain = self.api_domain
     local plan, code, message = core.plan(plan_domain, self.version, module, record_id, related_list, ids)
     if not plan then return nil, errors.new(code, message) end
@@ -160,6 +160,7 @@ function Client:delink(module, record_id, related_list, ids)
     -- at most one refresh per delink is caused that way (`renewed`).
     local outcome, batches = {}, plan.batches
     local jobs, next_batch, halted, renewed = {}, 1, nil, nil
+    local http = st.transport:open()
 
     local function launch(b, tok, retried)
         local slot, why_code, why = http:start("DELETE", url_of(self, plan_domain, batches[b]), tok)
@@ -174,7 +175,10 @@ function Client:delink(module, record_id, related_list, ids)
         while not halted and next_batch <= #batches and http:in_flight() < self.concurrency do
             local tok, terr = self:_token()
             if not tok then
-                if next_batch == 1 then return nil, terr end -- nothing sent yet
+                if next_batch == 1 then -- nothing sent yet
+                    http:close()
+                    return nil, terr
+                end
                 halted = terr
             else
                 launch(next_batch, tok, false)
@@ -204,6 +208,7 @@ function Client:delink(module, record_id, related_list, ids)
             end
         end
     end
+    http:close()
     for b = next_batch, #batches do response.fail(batches[b].ids, outcome, halted.code, halted.message) end
 
     -- One entry per caller position; a duplicate id gets its own copy of the outcome.

@@ -35,6 +35,19 @@ M.new = client.new
 --- refresh = zcrm.oauth_refresh{client_id=, client_secret=, refresh_token=, accounts_url= | dc=}
 M.oauth_refresh = oauth.refresher
 
+--- zcrm.init_worker{max_threads=100, warm=0, thread_pool="zcrm"}: nginx, from init_worker_by_lua.
+-- max_threads: exchanges one worker runs in the thread pool at once (more wait); keep it
+-- at most lua_worker_thread_vm_pool_size. warm: thread VMs to create now, from a timer.
+function M.init_worker(opts)
+    opts = opts or {}
+    local transport = require "zcrm.transport"
+    if opts.max_threads then transport.max_threads = opts.max_threads end
+    if (opts.warm or 0) > 0 then
+        local ngx = rawget(_G, "ngx")
+        ngx.timer.at(0, function() transport.warm(opts.warm, opts.thread_pool) end)
+    end
+end
+
 --- client = zcrm.configure(options): sets (and returns) the default client.
 function M.configure(opts)
     default = client.new(opts)

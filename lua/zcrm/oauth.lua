@@ -68,7 +68,9 @@ function M.refresher(opts)
     local url = accounts:gsub("/$", "") .. "/oauth/v2/token"
     local body = form { "grant_type", "refresh_token", "client_id", opts.client_id,
                         "client_secret", opts.client_secret, "refresh_token", opts.refresh_token }
-    local http = transport.new { timeout = opts.timeout or 30, connect_timeout = opts.connect_timeout or 10,
+    -- A grant that takes longer than the shared-token lock (zcrm.new's lock_timeout,
+    -- 15 s) could let a second caller refresh too: keep it shorter.
+    local http = transport.new { timeout = opts.timeout or 10, connect_timeout = opts.connect_timeout or 5,
                                  ca_file = opts.ca_file, thread_pool = opts.thread_pool }
 
     local function refresh()

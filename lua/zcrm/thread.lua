@@ -19,4 +19,7 @@ function M.request(opts, method, url, token, body, content_type)
     return session:request(method, url, token, body, content_type)
 end
 
+-- Loads this module (and zcrm.core) into a fresh thread VM: see zcrm.transport.warm.
+function M.ping() return true end
+
 return M

@@ -63,7 +63,7 @@ function M.new(opts)
         refresh = opts.refresh,
         refreshing = false,
         secrets = opts.secrets,
-        lock_timeout = opts.lock_timeout or 10,
+        lock_timeout = opts.lock_timeout or 15, -- longer than zcrm.oauth_refresh's 10 s timeout
     }, Source)
     if opts.shared_dict then
         local dict = ngx and ngx.shared and ngx.shared[opts.shared_dict]

@@ -7,14 +7,15 @@
 --    runs in nginx's thread pool through ngx.run_worker_thread (zcrm.thread), one light
 --    thread per slot, so the worker's event loop keeps serving other requests meanwhile.
 --
---   slot | nil, code, message = transport:start(method, url, token, body, content_type)
---   slot, status, body | slot, nil, code, message | nil = transport:wait()
---   status, body | nil, code, message = transport:request(...)   (start, then wait)
+--   exchanges = transport:open()                 -- one call's exchanges
+--   slot | nil, code, message = exchanges:start(method, url, token, body, content_type)
+--   slot, status, body | slot, nil, code, message | nil = exchanges:wait()
+--   exchanges:close()
+--   status, body | nil, code, message = transport:request(...)   -- all of it, for one exchange
 
 local core = require "zcrm.core"
 
-local setmetatable, tostring, error, rawget, select, next, pairs, assert =
-    setmetatable, tostring, error, rawget, select, next, pairs, assert
+local setmetatable, tostring, error, rawget, select, pairs = setmetatable, tostring, error, rawget, select, pairs
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local ngx = rawget(_G, "ngx")
 
@@ -37,41 +38,55 @@ function M.new(opts)
         session_opts = { timeout = opts.timeout, connect_timeout = opts.connect_timeout,
                          ca_file = opts.ca_file, max_body = opts.max_body, slots = opts.slots or 1 },
         thread_pool = opts.thread_pool or "zcrm",
-        session = nil, -- created on first direct use
-        threads = {},  -- nginx: slot -> light thread in flight
+        idle = nil, -- a direct session kept between calls, with its connections
         closed = false,
     }, Transport)
 end
 
 -- ---- nginx: one light thread per slot, each exchange in the thread pool -------------
 
-local function in_pool(self, slot, ...)
-    local ok, status, text, message = ngx.run_worker_thread(self.thread_pool, "zcrm.thread", "request",
-        self.session_opts, ...)
+local InPool = {}
+InPool.__index = InPool
+
+-- Each exchange in the pool holds one of the worker's thread Lua VMs, of which nginx
+-- allows lua_worker_thread_vm_pool_size (default 100); past that, run_worker_thread
+-- fails. A per-worker semaphore makes further exchanges wait for a VM instead.
+M.max_threads = 100
+local permits
+
+local function in_pool(t, slot, ...)
+    if not permits then permits = require("ngx.semaphore").new(M.max_threads) end
+    if not permits:wait(t.session_opts.timeout or 30) then
+        return slot, nil, "TRANSPORT_ERROR", "more than " .. M.max_threads .. " zcrm exchanges in flight in this worker"
+    end
+    local ok, status, text, message = ngx.run_worker_thread(t.thread_pool, "zcrm.thread", "request",
+        t.session_opts, ...)
+    permits:post(1)
     if not ok then
-        return slot, nil, "TRANSPORT_ERROR", "nginx thread pool \"" .. self.thread_pool .. "\": " .. tostring(status) ..
-            " (nginx.conf needs \"thread_pool " .. self.thread_pool .. " threads=16;\")"
+        local hint = tostring(status):find("thread pool", 1, true) and
+            " (nginx.conf needs \"thread_pool " .. t.thread_pool .. " threads=16;\")" or ""
+        return slot, nil, "TRANSPORT_ERROR", "nginx thread pool \"" .. t.thread_pool .. "\": " .. tostring(status) .. hint
     end
     return slot, status, text, message
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
-local function nginx_start(self, ...)
-    for slot = 1, self.session_opts.slots do
+function InPool:start(...)
+    for slot = 1, self.transport.session_opts.slots do
         if not self.threads[slot] then
-            local thread, err = ngx.thread.spawn(in_pool, self, slot, ...)
+            local thread, err = ngx.thread.spawn(in_pool, self.transport, slot, ...)
             if not thread then return nil, "TRANSPORT_ERROR", "ngx.thread.spawn: " .. tostring(err) end
             self.threads[slot] = thread
             return slot
         end
     end
-    return nil, "INVALID_ARGUMENT", "all slots of the transport are busy"
+    return nil, "INVALID_ARGUMENT", "all slots are busy"
 end
 
-local function nginx_wait(self)
+function InPool:wait()
     local busy = {}
-    for slot = 1, self.session_opts.slots do busy[#busy + 1] = self.threads[slot] end
+    for slot = 1, self.transport.session_opts.slots do busy[#busy + 1] = self.threads[slot] end
     if #busy == 0 then return nil end
     local r = pack(ngx.thread.wait(unpack(busy)))
     if not r[1] then error("zcrm: light thread failed: " .. tostring(r[2])) end
@@ -79,46 +94,74 @@ local function nginx_wait(self)
     return unpack(r, 2, r.n)
 end
 
--- ---- the direct libcurl session ----------------------------------------------------------
-
-local function direct(self)
-    local session = self.session
-    if not session then
-        session = core.session(self.session_opts)
-        self.session = session
-    end
-    return session
-end
-
-function Transport:start(...)
-    if self.closed then error("zcrm client is closed", 2) end
-    if ngx and ngx.run_worker_thread and M.in_nginx_yieldable() then return nginx_start(self, ...) end
-    return direct(self):start(...)
-end
-
-function Transport:wait()
-    if next(self.threads) then return nginx_wait(self) end
-    if not self.session then return nil end
-    return self.session:wait()
-end
-
-function Transport:in_flight()
+function InPool:in_flight()
     local n = 0
     for _ in pairs(self.threads) do n = n + 1 end
-    return n + (self.session and self.session:in_flight() or 0)
+    return n
 end
 
+function InPool.close() end
+
+-- Creates n thread-pool VMs now (each loads zcrm.thread), from a timer started in
+-- init_worker_by_lua, so that the first burst of traffic does not pay for it.
+function M.warm(n, thread_pool)
+    local threads = {}
+    local function ping() return ngx.run_worker_thread(thread_pool or "zcrm", "zcrm.thread", "ping") end
+    for i = 1, n do threads[i] = ngx.thread.spawn(ping) end
+    for i = 1, n do ngx.thread.wait(threads[i]) end
+end
+
+-- ---- direct: the C session's multi handle ------------------------------------------
+
+local Direct = {}
+Direct.__index = Direct
+
+function Direct:start(...) return self.session:start(...) end
+function Direct:wait() return self.session:wait() end
+function Direct:in_flight() return self.session:in_flight() end
+
+-- Hands the session back for the next call (or closes it if another one is kept).
+function Direct:close()
+    local t = self.transport
+    if not t.closed and t.idle == nil and self.session:in_flight() == 0 then
+        t.idle = self.session
+    else
+        self.session:close()
+    end
+end
+
+--- exchanges = transport:open(): the exchanges of one call (a delink, a token grant),
+-- so that concurrent calls on one client (coroutines, nginx requests) never see each
+-- other's answers. Then exchanges:start(...), exchanges:wait(), exchanges:close().
+function Transport:open()
+    if self.closed then error("zcrm client is closed", 3) end
+    if ngx and ngx.run_worker_thread and M.in_nginx_yieldable() then
+        return setmetatable({ transport = self, threads = {} }, InPool)
+    end
+    local session = self.idle or core.session(self.session_opts)
+    self.idle = nil
+    return setmetatable({ transport = self, session = session }, Direct)
+end
+
+--- status, body | nil, code, message = transport:request(method, url, token, body, content_type)
 function Transport:request(...)
-    local slot, code, message = self:start(...)
-    if not slot then return nil, code, message end
-    local done, status, body, why = self:wait()
-    assert(done == slot, "zcrm: transport:request while other exchanges are in flight")
+    local exchanges = self:open()
+    local slot, code, message = exchanges:start(...)
+    local status, body, why
+    if slot then
+        local _
+        _, status, body, why = exchanges:wait()
+    else
+        status, body, why = nil, code, message
+    end
+    exchanges:close()
     return status, body, why
 end
 
--- Releases the direct session now instead of at garbage collection.
+-- Releases the kept session now instead of at garbage collection.
 function Transport:close()
-    if self.session then self.session:close() end
+    if self.idle then self.idle:close() end
+    self.idle = nil
     self.closed = true
 end
 

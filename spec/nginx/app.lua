@@ -11,6 +11,7 @@
 --   hang_seconds: seconds the first refresh sleeps before returning nothing (hang_first)
 --   lock_timeout, shared_key, thread_pool, timeout: passed to zcrm.new when set
 --   client_in = "lazy" (first request of the worker) | "init_worker"
+--   warm, max_threads: passed to zcrm.init_worker
 --   static_token: the token /delink-blocking sends
 
 local cjson = require "cjson"
@@ -102,6 +103,7 @@ function M.init(c)
 end
 
 function M.init_worker()
+  zcrm.init_worker { warm = cfg.warm, max_threads = cfg.max_threads }
   if cfg.client_in == "init_worker" then client = new_client() end
 end
 

@@ -96,6 +96,8 @@ function M.start(opts)
     thread_pool = opts.thread_pool,
     timeout = opts.timeout,
     client_in = opts.client_in or "lazy",
+    warm = opts.warm,
+    max_threads = opts.max_threads,
     static_token = opts.static_token,
   }
   local dir = nginx.spec_dir .. "/nginx"
