@@ -9,7 +9,13 @@
 --     after start, when nginx's lua module still creates the pool threads' Lua VMs;
 --   * thread pool, warm: the same again;
 --   * blocking C session: the same DELETEs through require("zcrm.core").session{}
---     called directly on the event loop (/delink-blocking): what the thread pool avoids.
+--     called directly on the event loop (/delink-blocking): what the thread pool avoids;
+--   * cosocket prototype: the same DELETEs over ngx.socket.tcp (/delink-cosocket), the
+--     other non-blocking design.
+--
+-- Then the cost of each non-blocking design: 4,000 one-id delinks from 20 light threads
+-- in the worker (/bench-loop), the simulator answering at once: wall time, calls/s and
+-- the worker's CPU time (all its threads) per 1,000 calls.
 --
 -- Runs under luajit or lua5.4 from anywhere; needs build/5.1/zcrm/core.so (make LUA=luajit).
 --   lua5.4 bench/nginx_latency.lua [--delinks 20] [--pings 200] [--interval-ms 4] [--latency-ms 500]
@@ -107,7 +113,23 @@ local ok, err = pcall(function()
     { "thread pool, first burst", measure("content", 0) },
     { "thread pool, warm", measure("content", 1000) },
     { "blocking C session", measure("blocking", 2000) },
+    { "cosocket prototype", measure("cosocket", 3000) },
   }
+
+  -- Throughput and CPU of the two non-blocking designs.
+  local loops = {}
+  for _, kind in ipairs { "pool", "cosocket" } do
+    local n, c = 4000, 20
+    sim:reset()
+    sim:oauth_client(appmod.OAUTH)
+    sim:add_token(TOKEN, { expires_in = 3600 })
+    local ids = {}
+    for i = 1, n do ids[i] = string.format("3477061%012d", i) end
+    sim:seed("Products", RECORD, RELATED, ids)
+    local status, _, r = app:get(string.format("/bench-loop?kind=%s&n=%d&c=%d&record=%s", kind, n, c, RECORD), 300)
+    assert(status == 200 and r and r.ok == n, "bench-loop " .. kind .. " failed: " .. tostring(status))
+    loops[#loops + 1] = r
+  end
 
   local errors = app:error_lines()
   print(string.format("zcrm in one nginx worker (thread_pool zcrm threads=%d): %d GET /ping, one every %g ms"
@@ -125,6 +147,14 @@ local ok, err = pcall(function()
   end
   print("")
   print("delinks: wall time of all of them; peak: most delinks the simulator saw at once.")
+  print("")
+  print(string.format("%d one-id delinks from 20 light threads in the worker, simulator answering at once:",
+    loops[1].n))
+  print(string.format("%-26s %9s %10s %22s", "", "wall", "calls/s", "worker CPU / 1000 calls"))
+  for _, r in ipairs(loops) do
+    print(string.format("%-26s %8.2fs %10.0f %20.0f ms", r.kind == "pool" and "zcrm, thread pool" or
+      "cosocket prototype", r.wall, r.n / r.wall, r.cpu / r.n * 1000 * 1000))
+  end
   if #errors > 0 then
     print("nginx error log:")
     for _, line in ipairs(errors) do print("  " .. line) end

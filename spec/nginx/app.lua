@@ -197,17 +197,53 @@ function M.timer_result()
   send_json(200, v)
 end
 
--- The baseline: the same DELETE through the C core's plain session, which blocks
--- this worker's event loop for the whole exchange.
-function M.blocking_delink()
+-- Two baselines for the design choice, sending the same DELETE without the thread pool:
+--  * blocking: the C core's plain session, which blocks this worker's event loop for
+--    the whole exchange;
+--  * cosocket: a minimal HTTP/1.1 client on ngx.socket.tcp (plain http, Content-Length
+--    bodies, keep-alive pool): what a cosocket transport would do. A prototype for
+--    measurement only (no TLS, no chunked bodies, no redirect or size checks).
+
+local function cosocket_delete(url, token)
+  local host, port, path = url:match("^http://([^:/]+):(%d+)(/.*)$")
+  local sock = ngx.socket.tcp()
+  sock:settimeout(60000)
+  local ok, err = sock:connect(host, tonumber(port))
+  if not ok then return nil, "TRANSPORT_ERROR", err end
+  local sent, serr = sock:send("DELETE " .. path .. " HTTP/1.1\r\nHost: " .. host .. ":" .. port ..
+    "\r\nAuthorization: Zoho-oauthtoken " .. token .. "\r\n\r\n")
+  if not sent then return nil, "TRANSPORT_ERROR", serr end
+  local line, lerr = sock:receive("*l")
+  if not line then return nil, "TRANSPORT_ERROR", lerr end
+  local status = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
+  local length = 0
+  while true do
+    local h = sock:receive("*l")
+    if not h then return nil, "TRANSPORT_ERROR", "headers cut" end
+    if h == "" then break end
+    local n = h:lower():match("^content%-length:%s*(%d+)")
+    if n then length = tonumber(n) end
+  end
+  local body, berr = sock:receive(length)
+  if not body then return nil, "TRANSPORT_ERROR", berr end
+  sock:setkeepalive(60000, 100)
+  return status, body
+end
+
+local function direct_delete(kind, url, token)
+  if kind == "cosocket" then return cosocket_delete(url, token) end
+  blocking = blocking or require("zcrm.core").session { timeout = 60 }
+  return blocking:request("DELETE", url, token)
+end
+
+local function raw_delink(kind)
   local module, record, related, ids = args()
   local t_start = now()
   if not cfg.static_token then return send_json(500, { err = "NO_STATIC_TOKEN" }) end
-  blocking = blocking or require("zcrm.core").session { timeout = 60 }
   local url = cfg.sim_url .. "/crm/v2.1/" .. module .. "/" .. record .. "/" .. related
   if #ids == 1 then url = url .. "/" .. ids[1] else url = url .. "?ids=" .. table.concat(ids, ",") end
-  local status, body, why = blocking:request("DELETE", url, cfg.static_token)
-  local out = { phase = "blocking", t_start = t_start, t_end = now(), pid = ngx.worker.pid(),
+  local status, body, why = direct_delete(kind, url, cfg.static_token)
+  local out = { phase = kind, t_start = t_start, t_end = now(), pid = ngx.worker.pid(),
                 succeeded = 0, failed = 0, results = EMPTY, err = cjson.null, message = cjson.null }
   if not status then
     out.err, out.message, out.failed = body, why, #ids
@@ -233,6 +269,52 @@ function M.blocking_delink()
   end
   out.http_status = status
   send_json(200, out)
+end
+
+function M.blocking_delink() raw_delink("blocking") end
+function M.cosocket_delink() raw_delink("cosocket") end
+
+-- CPU seconds this worker process has used (all its threads, the pool's included).
+local function cpu_seconds()
+  local f = io.open("/proc/self/stat")
+  local stat = f:read("*a")
+  f:close()
+  local fields = {}
+  for v in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = v end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime + stime, in clock ticks
+end
+
+-- GET /bench-loop?kind=pool|cosocket&n=&c=: n one-id DELETEs from c light threads in this
+-- worker, through zcrm (thread pool) or the cosocket prototype; wall and CPU time.
+function M.bench_loop()
+  local a = ngx.req.get_uri_args()
+  local kind, n, c = a.kind, tonumber(a.n), tonumber(a.c)
+  local url = cfg.sim_url .. "/crm/v2.1/Products/" .. a.record .. "/Price_Books/"
+  local zc = get_client()
+  local t0, cpu0 = now(), cpu_seconds()
+  local threads = {}
+  for t = 1, c do
+    threads[t] = ngx.thread.spawn(function()
+      local ok = 0
+      for i = t, n, c do
+        local id = string.format("3477061%012d", i)
+        if kind == "pool" then
+          local res = zc:delink("Products", a.record, "Price_Books", id)
+          if res and res.succeeded == 1 then ok = ok + 1 end
+        else
+          local status, body = cosocket_delete(url .. id, cfg.static_token)
+          if status == 200 and body:find('"SUCCESS"', 1, true) then ok = ok + 1 end
+        end
+      end
+      return ok
+    end)
+  end
+  local ok = 0
+  for t = 1, c do
+    local _, k = ngx.thread.wait(threads[t])
+    ok = ok + (k or 0)
+  end
+  send_json(200, { kind = kind, n = n, ok = ok, wall = now() - t0, cpu = cpu_seconds() - cpu0 })
 end
 
 -- The app's bookkeeping, for the specs.

@@ -133,9 +133,9 @@ local function urlencode(s)
 end
 
 local LOCATIONS = { content = "/delink", access = "/access-delink", timer = "/timer-delink",
-                    blocking = "/delink-blocking" }
+                    blocking = "/delink-blocking", cosocket = "/delink-cosocket" }
 
--- The path of a delink request: kind is "content", "access", "timer" or "blocking".
+-- The path of a delink request: kind is "content", "access", "timer", "blocking" or "cosocket".
 function M.delink_path(kind, module, record, related, ids)
   if type(ids) ~= "table" then ids = { ids } end
   local loc = assert(LOCATIONS[kind], "app: unknown delink kind " .. tostring(kind))
