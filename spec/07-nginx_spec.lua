@@ -20,6 +20,7 @@ local socket = require "socket"
 local cjson = require "cjson"
 local simulator = require "spec.support.simulator"
 local appmod = require "spec.support.app"
+local nginx = require "spec.support.nginx"
 
 local RECORD = "3477061000007606020"
 local RELATED = "Price_Books"
@@ -142,6 +143,48 @@ describe("zcrm in nginx", function()
       assert.equal(1, c.token_grants, "the token is fetched once and shared")
       assert_clean_logs()
     end)
+  end)
+
+  it("runs the shipped example (examples/nginx.conf and examples/crm.lua)", function()
+    assert(core_ok, core_why)
+    -- The example as a user installs it: zcrm under /usr/local (here a DESTDIR), crm.lua
+    -- in the server's lua/ directory; only the paths and the port are replaced.
+    local dest = nginx.mktemp("zcrm-example-install")
+    assert.is_true(nginx.run("make -s LUA=luajit install DESTDIR=" .. nginx.q(dest) .. " PREFIX=/usr/local"
+      .. " BUILD=build/5.1 >/dev/null"))
+    local conf = assert(nginx.read_file(nginx.repo_dir .. "/examples/nginx.conf"))
+    conf = conf:gsub("/usr/local/", dest .. "/usr/local/")
+      :gsub("%$prefix/lua/", nginx.repo_dir .. "/examples/")
+      :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:@PORT@;")
+      :gsub("worker_processes auto;", "@USER_DIRECTIVE@\nworker_processes @WORKERS@;\npid @PREFIX@/nginx.pid;")
+      :gsub("\nhttp {\n", "\nhttp {\n    access_log off;\n    client_body_temp_path @PREFIX@/client_body_temp;\n"
+        .. "    proxy_temp_path @PREFIX@/proxy_temp;\n    fastcgi_temp_path @PREFIX@/fastcgi_temp;\n"
+        .. "    uwsgi_temp_path @PREFIX@/uwsgi_temp;\n    scgi_temp_path @PREFIX@/scgi_temp;\n")
+    local template = dest .. "/nginx.conf.in"
+    nginx.write_file(template, conf)
+    local path = "/delink?module=Products&record=" .. RECORD .. "&related=" .. RELATED
+    local example = nginx.start { what = "example nginx", name = "zcrm-example", template = template,
+      ready_path = path, workers = 2,
+      env = { ZCRM_CLIENT_ID = appmod.OAUTH.client_id, ZCRM_CLIENT_SECRET = appmod.OAUTH.client_secret,
+              ZCRM_REFRESH_TOKEN = appmod.OAUTH.refresh_token, ZCRM_API_DOMAIN = sim.url,
+              ZCRM_ACCOUNTS_URL = sim.url } }
+    local ok, err = pcall(function()
+      local ids = make_ids(3, 500)
+      sim:seed("Products", RECORD, RELATED, ids)
+      local status, body = nginx.request("POST", example.url .. path, table.concat(ids, "\n"))
+      assert.equal(200, status, body)
+      local doc = cjson.decode(body)
+      assert.equal(3, doc.succeeded, body)
+      assert.same({}, sim:relations("Products", RECORD, RELATED))
+      status, body = nginx.request("POST", example.url .. path, "12a4")
+      assert.equal(400, status, body)
+      assert.matches("INVALID_ARGUMENT", body)
+      assert.equal(1, sim:counters().token_grants)
+      assert.equal("", table.concat(example:error_lines(), "\n"), "the example's error log")
+    end)
+    example:stop()
+    nginx.run("rm -rf " .. nginx.q(dest))
+    assert(ok, err)
   end)
 
   describe("does not block the worker's event loop", function()

@@ -257,8 +257,10 @@ local function try_start(opts, port)
   if missing then error(opts.what .. ": no value for @" .. missing .. "@ in " .. opts.template, 0) end
   write_file(prefix .. "/nginx.conf", conf)
 
-  -- nginx must not inherit the sanitizer runtime either.
-  local started = run(clean(q(M.nginx_binary()) .. " -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf")
+  -- nginx must not inherit the sanitizer runtime either; opts.env adds variables.
+  local env = ""
+  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. q(v) .. " " end
+  local started = run(clean(env .. q(M.nginx_binary()) .. " -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf")
     .. " -e " .. q(prefix .. "/error.log") .. " </dev/null >/dev/null 2>>" .. q(prefix .. "/startup.log")))
   return srv, started
 end
