@@ -9,6 +9,7 @@
 #   make lint            luacheck on lua/ and spec/
 #   make install PREFIX=/usr/local
 #   make simulator       run the Zoho CRM simulator in the foreground for your own tests
+#   make bench           zcrm vs Python requests, a curl loop and wrk against the simulator (a table)
 
 LUA ?= lua5.4
 ifeq ($(LUA),luajit)
@@ -38,7 +39,7 @@ HEADERS = $(wildcard csrc/*.h)
 BUSTED = $(LUA) /usr/bin/busted --lpath='./?.lua;./lua/?.lua;./lua/?/init.lua' \
          --cpath='./$(BUILD)/?.so' --output=spec/support/summary.lua
 
-.PHONY: all nginx-core deps check test demo sanitize valgrind lint install uninstall simulator clean
+.PHONY: all nginx-core deps bench-deps check test demo sanitize valgrind lint install uninstall simulator bench clean
 
 all: $(CORE)
 
@@ -53,6 +54,10 @@ nginx-core:
 
 deps:
 	@tools/install-deps
+
+# The benchmark's extra packages (python3-requests, wrk, GNU time, curl).
+bench-deps:
+	@tools/install-deps tools/debian-packages-bench.txt
 
 check: deps
 	@$(MAKE) --no-print-directory all nginx-core
@@ -82,7 +87,7 @@ valgrind: deps all nginx-core
 
 # luacheck on the Lua code; cppcheck and a clang -Werror build on the C core.
 lint: deps
-	luacheck lua spec examples
+	luacheck lua spec examples bench
 	cppcheck --enable=warning,style,performance,portability --error-exitcode=1 --quiet -Icsrc csrc/*.c
 	$(MAKE) --no-print-directory all CC=clang BUILD=build/$(LUA_VERSION)-clang
 
@@ -96,6 +101,11 @@ uninstall:
 
 simulator: deps
 	$(LUA) spec/support/simulator.lua
+
+# A benchmark, not a test: prints a table (about 5 minutes), never fails on the numbers.
+# It runs zcrm under lua5.4 (build/5.4), whatever LUA says.
+bench: deps bench-deps all
+	lua5.4 bench/run.lua
 
 clean:
 	rm -rf build
