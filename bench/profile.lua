@@ -1,4 +1,4 @@
--- Measurements beside make bench, against the simulator (2 workers, latency 0):
+-- Measurements beside make bench, against the simulator (2 workers, latency 0 by default):
 --   lua5.4 bench/profile.lua rss         peak RSS of zcrm delinking 100,000 ids (c=1, c=10),
 --                                        from /usr/bin/time -v
 --   lua5.4 bench/profile.lua memory      where that memory goes (bench/zcrm_memory.lua)
@@ -7,7 +7,7 @@
 --   lua5.4 bench/profile.lua callgrind   valgrind --tool=callgrind of zcrm delinking 10,000 ids
 --                                        at c=1, with /usr/bin/lua5.4 and again with
 --                                        bench/lua_syms.c (same liblua, function names kept)
--- Output files stay in /tmp/zcrm-profile/.
+-- BENCH_LATENCY=50 sets the simulator's added latency (ms). Output files stay in /tmp/zcrm-profile/.
 local ROOT = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
 package.path = ROOT .. "/?.lua;" .. package.path
 local simulator = require "spec.support.simulator"
@@ -27,6 +27,7 @@ local sim = simulator.start { workers = 2 }
 local function seeded(n)
     sim:reset()
     sim:add_token(TOKEN, { expires_in = 3600 })
+    sim:config { latency_ms = tonumber(os.getenv("BENCH_LATENCY") or "0") }
     local ids = {}
     for i = 1, n do ids[i] = string.format("3477061%012d", i) end
     sim:seed(MODULE, RECORD, RELATED, ids)
