@@ -10,6 +10,7 @@
 #   make install PREFIX=/usr/local
 #   make simulator       run the Zoho CRM simulator in the foreground for your own tests
 #   make nginx-latency   ping latency of an nginx worker while delinks are in flight (thread pool vs blocking)
+#   make bench           zcrm vs Python requests, a curl loop and wrk against the simulator (a table)
 
 LUA ?= lua5.4
 ifeq ($(LUA),luajit)
@@ -39,8 +40,8 @@ HEADERS = $(wildcard csrc/*.h)
 BUSTED = $(LUA) /usr/bin/busted --lpath='./?.lua;./lua/?.lua;./lua/?/init.lua' \
          --cpath='./$(BUILD)/?.so' --output=spec/support/summary.lua
 
-.PHONY: all nginx-core deps check test demo sanitize valgrind lint install uninstall simulator clean \
-        nginx-latency
+.PHONY: all nginx-core deps bench-deps check test demo sanitize valgrind lint install uninstall simulator bench \
+        nginx-latency clean
 
 all: $(CORE)
 
@@ -55,6 +56,10 @@ nginx-core:
 
 deps:
 	@tools/install-deps
+
+# The benchmark's extra packages (python3-requests, wrk, GNU time, curl).
+bench-deps:
+	@tools/install-deps tools/debian-packages-bench.txt
 
 check: deps
 	@$(MAKE) --no-print-directory all nginx-core
@@ -84,7 +89,7 @@ valgrind: deps all nginx-core
 
 # luacheck on the Lua code; cppcheck and a clang -Werror build on the C core.
 lint: deps
-	luacheck lua spec examples
+	luacheck lua spec examples bench
 	cppcheck --enable=warning,style,performance,portability --error-exitcode=1 --quiet -Icsrc csrc/*.c
 	$(MAKE) --no-print-directory all CC=clang BUILD=build/$(LUA_VERSION)-clang
 
@@ -103,6 +108,11 @@ simulator: deps
 # pool vs the C session called directly (blocking). bench/nginx_latency.lua.
 nginx-latency: nginx-core
 	$(LUA) bench/nginx_latency.lua
+
+# A benchmark, not a test: prints a table (about 5 minutes), never fails on the numbers.
+# It runs zcrm under lua5.4 (build/5.4), whatever LUA says.
+bench: deps bench-deps all
+	lua5.4 bench/run.lua
 
 clean:
 	rm -rf build
