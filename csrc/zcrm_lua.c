@@ -2,7 +2,9 @@
  * the module "zcrm.core"; the public API is lua/zcrm/init.lua.
  *
  *   core.plan(api_domain, version, module, record_id, related_list, ids)
- *       -> {ids = {canonical id per caller position}, batches = {{url=, ids={...}}, ...}}
+ *       -> {ids = {canonical id per caller position}, batches = {{url=, ids={...}}, ...},
+ *           outcome = {} and results = {}, empty but sized for the distinct ids and the
+ *           caller's positions}
  *       |  nil, "INVALID_ARGUMENT", message
  *   core.check_url(url) -> true | nil, message        (a base URL: api_domain, accounts)
  *   core.check_token(token) -> true | nil, message
@@ -171,9 +173,16 @@ static int l_plan(lua_State *L)
     if (zcrm_dedupe(ptrs, lens, n, unique, &nunique, &err) != ZCRM_OK) return push_fail(L, &err);
 
     nbatches = zcrm_batch_count(nunique);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
     lua_pushvalue(L, canon);
     lua_setfield(L, -2, "ids");
+    /* Empty tables sized for what the caller fills in, so that 100,000 ids do not
+     * cost a chain of rehashes (and their garbage): one outcome per distinct id, and
+     * one result per caller position plus the two counts. */
+    lua_createtable(L, 0, (int)nunique);
+    lua_setfield(L, -2, "outcome");
+    lua_createtable(L, (int)n, 2);
+    lua_setfield(L, -2, "results");
     lua_createtable(L, (int)nbatches, 0);
     for (b = 0; b < nbatches; b++) {
         const char *bptrs[ZCRM_MAX_IDS_PER_CALL];

@@ -91,6 +91,18 @@ describe("token refresh", function()
         assert.equal(6, sim:counters().requests) -- three calls, each sent again once
     end)
 
+    it("sends a refused call again even when more batches wait for its slot", function()
+        sim:add_token("spec-expired-token", { expires_in = -1 })
+        local ids = h.ids(500)
+        sim:seed("Products", PRODUCT, "Price_Books", ids)
+        local r = refresher(3600)
+        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 2 })
+        local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
+        assert.is_nil(err)
+        assert.equal(500, res.succeeded)
+        assert.equal(1, r.calls)
+    end)
+
     it("retries only once when the new token is refused too", function()
         local calls = 0
         local client = h.client(sim, { concurrency = 1, refresh = function()

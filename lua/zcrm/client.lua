@@ -152,13 +152,14 @@ function Client:delink(module, record_id, related_list, ids)
     local plan, code, message = core.plan(plan_domain, self.version, module, record_id, related_list, ids)
     if not plan then return nil, errors.new(code, message) end
 
-    local res = { succeeded = 0, failed = 0 }
+    local res = plan.results
+    res.succeeded, res.failed = 0, 0
     if #plan.ids == 0 then return res end
 
     -- Up to `concurrency` calls in flight; each answer is read into outcome[id] as it
     -- comes. A call answered 401 INVALID_TOKEN is sent again, once, with a new token;
     -- at most one refresh per delink is caused that way (`renewed`).
-    local outcome, batches = {}, plan.batches
+    local outcome, batches = plan.outcome, plan.batches
     local jobs, next_batch, halted, renewed = {}, 1, nil, nil
     local http = st.transport:open()
 
@@ -171,24 +172,34 @@ function Client:delink(module, record_id, related_list, ids)
         end
     end
 
-    while true do
+    -- Starts batches until every slot is busy. False when no token could be had for the
+    -- first batch: nothing was sent.
+    local function fill()
         while not halted and next_batch <= #batches and http:in_flight() < self.concurrency do
             local tok, terr = self:_token()
             if not tok then
-                if next_batch == 1 then -- nothing sent yet
-                    http:close()
-                    return nil, terr
-                end
                 halted = terr
+                if next_batch == 1 then return false end
             else
                 launch(next_batch, tok, false)
                 next_batch = next_batch + 1
             end
         end
+        return true
+    end
+
+    while true do
+        if not fill() then
+            http:close()
+            return nil, halted
+        end
         local slot, status, body, why = http:wait()
         if not slot then break end
         local job = jobs[slot]
         jobs[slot] = nil
+        -- The freed slot works on the next batch while this answer is read; but a 401 may
+        -- need that slot to send this batch again.
+        if status ~= 401 then fill() end
         local batch_ids = batches[job.batch].ids
         local whole
         if status then
@@ -211,16 +222,19 @@ function Client:delink(module, record_id, related_list, ids)
     http:close()
     for b = next_batch, #batches do response.fail(batches[b].ids, outcome, halted.code, halted.message) end
 
-    -- One entry per caller position; a duplicate id gets its own copy of the outcome.
-    local err, used = nil, {}
-    for i = 1, #plan.ids do
-        local e = outcome[plan.ids[i]]
-        if used[e] then
+    -- One entry per caller position. Once placed, an outcome is replaced by its position,
+    -- so that a duplicate id gets its own copy.
+    local err
+    local canon = plan.ids
+    for i = 1, #canon do
+        local e = outcome[canon[i]]
+        if type(e) == "number" then
             local copy = {}
-            for k, v in pairs(e) do copy[k] = v end
-            e = setmetatable(copy, getmetatable(e))
+            for k, v in pairs(res[e]) do copy[k] = v end
+            e = setmetatable(copy, getmetatable(res[e]))
+        else
+            outcome[canon[i]] = i
         end
-        used[e] = true
         if e.status == "success" then
             res.succeeded = res.succeeded + 1
         else

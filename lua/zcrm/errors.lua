@@ -25,10 +25,14 @@ function M.is(v)
     return type(v) == "table" and getmetatable(v) == mt
 end
 
--- A failed result entry for one id: an error that also says which id.
+-- Makes t the failed result entry for one id: an error that also says which id.
+function M.as_entry(t, id, code, message, http_status, details)
+    t.id, t.status, t.code, t.message, t.http_status, t.details = id, "error", code, message, http_status, details or {}
+    return setmetatable(t, mt)
+end
+
 function M.entry(id, code, message, http_status, details)
-    return setmetatable({ id = id, status = "error", code = code, message = message,
-                          http_status = http_status, details = details or {} }, mt)
+    return M.as_entry({}, id, code, message, http_status, details)
 end
 
 -- Replaces each secret (strings of 8+ bytes) found in text by "<redacted>".

@@ -17,14 +17,15 @@ local function str(v)
     return nil
 end
 
+-- The decoded entry e becomes the result entry of id (no second table per id).
 local function entry_for(id, e, http_status)
     local details = type(e.details) == "table" and e.details or {}
     if e.status == "success" then
-        return { id = id, status = "success", code = str(e.code) or "SUCCESS",
-                 message = str(e.message) or "", details = details }
+        e.id, e.code, e.message, e.details = id, str(e.code) or "SUCCESS", str(e.message) or "", details
+        return e
     end
     if str(e.code) then
-        return errors.entry(id, e.code, str(e.message) or "", http_status, details)
+        return errors.as_entry(e, id, str(e.code), str(e.message) or "", http_status, details)
     end
     return errors.entry(id, "BAD_RESPONSE", "response entry has neither success nor an error code", http_status)
 end
