@@ -210,6 +210,18 @@ static int l_plan(lua_State *L)
     return 1;
 }
 
+/* true, or nil and why: the shape of the check_* functions. */
+static int push_check(lua_State *L, int ok, const char *why)
+{
+    if (!ok) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_check_url(lua_State *L)
 {
     zcrm_err err = {ZCRM_OK, ""};
@@ -217,13 +229,7 @@ static int l_check_url(lua_State *L)
     const char *url;
     check_string(L, 1);
     url = lua_tolstring(L, 1, &len);
-    if (zcrm_check_url(url, len, 0, &err) != ZCRM_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.msg);
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_check(L, zcrm_check_url(url, len, 0, &err) == ZCRM_OK, err.msg);
 }
 
 static int l_check_token(lua_State *L)
@@ -232,14 +238,8 @@ static int l_check_token(lua_State *L)
     const char *tok;
     check_string(L, 1);
     tok = lua_tolstring(L, 1, &len);
-    if (!zcrm_valid_token(tok, len)) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "access token must be 1 to %d printable ASCII bytes without spaces",
-                        ZCRM_MAX_TOKEN);
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_check(L, zcrm_valid_token(tok, len),
+                      "access token must be 1 to 4096 printable ASCII bytes without spaces");
 }
 
 static int l_check_version(lua_State *L)
@@ -248,13 +248,7 @@ static int l_check_version(lua_State *L)
     const char *v;
     check_string(L, 1);
     v = lua_tolstring(L, 1, &len);
-    if (!zcrm_valid_version(v, len)) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "API version must look like \"v2.1\" or \"v8\"");
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_check(L, zcrm_valid_version(v, len), "API version must look like \"v2.1\" or \"v8\"");
 }
 
 /* ==== session ==================================================================== */

@@ -77,6 +77,7 @@ build = {
       ["zcrm.dc"] = "lua/zcrm/dc.lua",
       ["zcrm.errors"] = "lua/zcrm/errors.lua",
       ["zcrm.oauth"] = "lua/zcrm/oauth.lua",
+      ["zcrm.options"] = "lua/zcrm/options.lua",
       ["zcrm.response"] = "lua/zcrm/response.lua",
       ["zcrm.thread"] = "lua/zcrm/thread.lua",
       ["zcrm.token"] = "lua/zcrm/token.lua",

@@ -6,13 +6,13 @@
 local core = require "zcrm.core"
 local errors = require "zcrm.errors"
 local response = require "zcrm.response"
-local dc = require "zcrm.dc"
 local oauth = require "zcrm.oauth"
+local options = require "zcrm.options"
 local token = require "zcrm.token"
 local transport = require "zcrm.transport"
 
-local type, pairs, tostring, error, setmetatable, getmetatable =
-    type, pairs, tostring, error, setmetatable, getmetatable
+local type, pairs, error, setmetatable, getmetatable =
+    type, pairs, error, setmetatable, getmetatable
 local format = string.format
 
 local OPTIONS = {
@@ -32,43 +32,11 @@ Client.__index = Client
 -- client (inspect, cjson.encode, pairs) never shows a token.
 local private = setmetatable({}, { __mode = "k" })
 
-local function is_callable(f)
-    if type(f) == "function" then return true end
-    local mt = getmetatable(f)
-    return mt ~= nil and type(mt.__call) == "function"
-end
-
 local unpack_secrets = table.unpack or unpack -- luacheck: ignore 143
 
-local function strip_slash(url)
-    return (url:gsub("/$", ""))
-end
-
-local function check_options(opts)
-    if type(opts) ~= "table" then error("zcrm.new: options must be a table", 3) end
-    for k, v in pairs(opts) do
-        local want = OPTIONS[k]
-        if not want then error(format("zcrm.new: unknown option %q", tostring(k)), 3) end
-        if want == "function" then
-            if not is_callable(v) then error("zcrm.new: option refresh must be a function", 3) end
-        elseif type(v) ~= want then
-            error(format("zcrm.new: option %s must be a %s, got %s", k, want, type(v)), 3)
-        end
-    end
-end
-
 local function new(opts)
-    check_options(opts)
-    if opts.api_domain and opts.dc then error("zcrm.new: give api_domain or dc, not both", 2) end
-    local api_domain = opts.api_domain
-    if opts.dc then
-        local centre = dc.data_centres[opts.dc]
-        if not centre then error(format("zcrm.new: unknown data centre %q", opts.dc), 2) end
-        api_domain = centre.api_domain
-    end
-    api_domain = api_domain or dc.data_centres.us.api_domain
-    local ok, why = core.check_url(api_domain)
-    if not ok then error("zcrm.new: api_domain: " .. why, 2) end
+    options.check("zcrm.new", opts, OPTIONS)
+    local api_domain = options.base_url("zcrm.new", opts, "api_domain", "api_domain")
     if opts.token then
         local valid, msg = core.check_token(opts.token)
         if not valid then error("zcrm.new: token: " .. msg, 2) end
@@ -82,7 +50,7 @@ local function new(opts)
     end
 
     local self = setmetatable({
-        api_domain = strip_slash(api_domain),
+        api_domain = api_domain,
         version = opts.version or "v2.1",
         timeout = opts.timeout or 30,
         connect_timeout = opts.connect_timeout or 10,

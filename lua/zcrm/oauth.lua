@@ -4,10 +4,9 @@
 -- Zoho Accounts reports errors as HTTP 200 with an "error" key, and some servers give
 -- "expires_in" in milliseconds next to "expires_in_sec".
 
-local core = require "zcrm.core"
 local transport = require "zcrm.transport"
+local options = require "zcrm.options"
 local cjson = require "cjson.safe"
-local dc = require "zcrm.dc"
 
 local type, pairs, error, tostring, setmetatable, format = type, pairs, error, tostring, setmetatable, string.format
 
@@ -44,28 +43,13 @@ end
 --- refresh = zcrm.oauth_refresh{client_id=, client_secret=, refresh_token=, accounts_url= | dc=}
 -- Returns a function() -> access_token, expires_in_seconds, api_domain | nil, message
 function M.refresher(opts)
-    if type(opts) ~= "table" then error("zcrm.oauth_refresh: options must be a table", 2) end
-    for k, v in pairs(opts) do
-        if not OPTIONS[k] then error(format("zcrm.oauth_refresh: unknown option %q", tostring(k)), 2) end
-        if type(v) ~= OPTIONS[k] then
-            error(format("zcrm.oauth_refresh: option %s must be a %s, got %s", k, OPTIONS[k], type(v)), 2)
-        end
-    end
+    options.check("zcrm.oauth_refresh", opts, OPTIONS)
     for _, k in pairs { "client_id", "client_secret", "refresh_token" } do
         if not opts[k] or opts[k] == "" then error("zcrm.oauth_refresh: option " .. k .. " is required", 2) end
     end
-    if opts.accounts_url and opts.dc then error("zcrm.oauth_refresh: give accounts_url or dc, not both", 2) end
-    local accounts = opts.accounts_url
-    if opts.dc then
-        local centre = dc.data_centres[opts.dc]
-        if not centre then error(format("zcrm.oauth_refresh: unknown data centre %q", opts.dc), 2) end
-        accounts = centre.accounts
-    end
-    accounts = accounts or dc.data_centres.us.accounts
-    local ok, why = core.check_url(accounts)
-    if not ok then error("zcrm.oauth_refresh: accounts_url: " .. why, 2) end
+    local accounts = options.base_url("zcrm.oauth_refresh", opts, "accounts_url", "accounts")
 
-    local url = accounts:gsub("/$", "") .. "/oauth/v2/token"
+    local url = accounts .. "/oauth/v2/token"
     local body = form { "grant_type", "refresh_token", "client_id", opts.client_id,
                         "client_secret", opts.client_secret, "refresh_token", opts.refresh_token }
     -- A grant that takes longer than the shared-token lock (zcrm.new's lock_timeout,
