@@ -46,9 +46,11 @@ void zcrm_http_free(zcrm_http *h);
  * (invalid request, or every slot busy). The request's strings may be freed on return. */
 int zcrm_http_start(zcrm_http *h, const zcrm_http_request *req, zcrm_err *err);
 
-/* Waits for the next exchange to finish. Returns its slot and sets *resp (err->code is
- * ZCRM_OK), or its slot with err set when the exchange failed; -1 when none is in flight. */
-int zcrm_http_wait(zcrm_http *h, zcrm_http_response *resp, zcrm_err *err);
+/* Waits for the next exchange to finish (or, when block is 0, only takes one that has
+ * already finished). Returns its slot and sets *resp (err->code is ZCRM_OK), or its slot
+ * with err set when the exchange failed; -1 when none is in flight (or, not blocking,
+ * none has finished yet). */
+int zcrm_http_wait(zcrm_http *h, int block, zcrm_http_response *resp, zcrm_err *err);
 
 /* Exchanges in flight. */
 int zcrm_http_in_flight(const zcrm_http *h);

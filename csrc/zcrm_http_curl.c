@@ -270,7 +270,7 @@ static int finish(zcrm_http *h, slot *s, CURLcode rc, zcrm_http_response *resp, 
     return (int)(s - h->slots);
 }
 
-int zcrm_http_wait(zcrm_http *h, zcrm_http_response *resp, zcrm_err *err)
+int zcrm_http_wait(zcrm_http *h, int block, zcrm_http_response *resp, zcrm_err *err)
 {
     while (h->in_flight > 0) {
         int running, queued;
@@ -289,6 +289,7 @@ int zcrm_http_wait(zcrm_http *h, zcrm_http_response *resp, zcrm_err *err)
             for (i = 0; i < h->nslots; i++)
                 if (h->slots[i].busy) return finish(h, &h->slots[i], CURLE_SEND_ERROR, resp, err);
         }
+        if (!block) break;
         if (running > 0) curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
     }
     return -1;

@@ -15,6 +15,7 @@
  *   session:start(method, url, token|nil, body|nil, content_type|nil)
  *       -> slot | nil, code, message                     (up to `slots` in flight)
  *   session:wait() -> slot, status, body | slot, nil, code, message | nothing
+ *   session:poll() -> the same, without waiting: nothing when none has finished yet
  *   session:in_flight() -> number
  *   session:close()
  *
@@ -342,15 +343,26 @@ static int l_session_start(lua_State *L)
     return 1;
 }
 
-/* session:wait() -> slot, status, body | slot, nil, code, message | nil (nothing in flight) */
-static int l_session_wait(lua_State *L)
+static int wait_or_poll(lua_State *L, int block)
 {
     session *s = check_session(L);
     zcrm_err err = {ZCRM_OK, ""};
     zcrm_http_response resp;
-    int slot = zcrm_http_wait(s->http, &resp, &err);
+    int slot = zcrm_http_wait(s->http, block, &resp, &err);
     if (slot < 0) return 0;
     return push_done(L, slot, &resp, &err);
+}
+
+/* session:wait() -> slot, status, body | slot, nil, code, message | nothing (none in flight) */
+static int l_session_wait(lua_State *L)
+{
+    return wait_or_poll(L, 1);
+}
+
+/* session:poll(): as wait, but returns nothing at once when no exchange has finished. */
+static int l_session_poll(lua_State *L)
+{
+    return wait_or_poll(L, 0);
 }
 
 /* session:request(...) -> status, body | nil, code, message: one exchange, start to end. */
@@ -364,7 +376,7 @@ static int l_session_request(lua_State *L)
     check_request(L, &req);
     if (zcrm_http_in_flight(s->http) > 0) return luaL_error(L, "session:request while exchanges are in flight");
     if (zcrm_http_start(s->http, &req, &err) < 0) return push_fail(L, &err);
-    zcrm_http_wait(s->http, &resp, &err);
+    zcrm_http_wait(s->http, 1, &resp, &err);
     if (err.code != ZCRM_OK) return push_fail(L, &err);
     lua_pushinteger(L, (lua_Integer)resp.status);
     lua_pushlstring(L, resp.body, resp.body_len);
@@ -410,6 +422,7 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
         {"request", l_session_request},
         {"start", l_session_start},
         {"wait", l_session_wait},
+        {"poll", l_session_poll},
         {"in_flight", l_session_in_flight},
         {"close", l_session_close},
         {NULL, NULL}};

@@ -261,6 +261,18 @@ describe("client:delink", function()
             assert.equal("BAD_RESPONSE", res[3].code)
         end)
 
+        it("maps entries by id whatever their order", function()
+            local function entry(id, ok)
+                return string.format('{"code":"%s","details":{"id":"%s"},"message":"m","status":"%s"}',
+                    ok and "SUCCESS" or "INVALID_DATA", id, ok and "success" or "error")
+            end
+            sim:inject { status = 207, count = 1,
+                         body = '{"data":[' .. entry("3", true) .. ',' .. entry("1", false) .. ',' .. entry("2", true) .. ']}' }
+            local res = client:delink("Products", PRODUCT, "Price_Books", { "1", "2", "3" })
+            h.assert_accounted(res, { "1", "2", "3" })
+            assert.same({ "INVALID_DATA", "SUCCESS", "SUCCESS" }, { res[1].code, res[2].code, res[3].code })
+        end)
+
         local NO_ID = '{"code":"SUCCESS","details":{},"message":"relation removed","status":"success"}'
         it("for entries without ids when their count differs from the ids sent", function()
             sim:inject { status = 200, count = 1, body = '{"data":[' .. NO_ID .. ']}' }

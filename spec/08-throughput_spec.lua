@@ -107,6 +107,22 @@ describe("core.session slots", function()
         session:close()
     end)
 
+    it("polls without waiting: nothing until an exchange has finished", function()
+        sim:reset()
+        sim:add_token("spec-slot-token", {})
+        sim:config { latency_ms = 200 }
+        local session = core.session { slots = 2 }
+        local url = sim.url .. "/crm/v2.1/Products/" .. PRODUCT .. "/Price_Books/"
+        local slot = assert(session:start("DELETE", url .. "1", "spec-slot-token"))
+        assert.is_nil(session:poll())
+        assert.equal(1, session:in_flight())
+        local done, status = session:wait()
+        assert.equal(slot, done)
+        assert.equal(400, status)
+        assert.is_nil(session:poll()) -- none in flight
+        session:close()
+    end)
+
     it("releases a session closed with exchanges in flight", function()
         sim:reset()
         sim:config { latency_ms = 200 }

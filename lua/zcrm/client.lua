@@ -11,8 +11,8 @@ local options = require "zcrm.options"
 local token = require "zcrm.token"
 local transport = require "zcrm.transport"
 
-local type, pairs, error, setmetatable, getmetatable =
-    type, pairs, error, setmetatable, getmetatable
+local type, pairs, ipairs, error, select, setmetatable, getmetatable =
+    type, pairs, ipairs, error, select, setmetatable, getmetatable
 local format = string.format
 
 local OPTIONS = {
@@ -33,6 +33,8 @@ Client.__index = Client
 local private = setmetatable({}, { __mode = "k" })
 
 local unpack_secrets = table.unpack or unpack -- luacheck: ignore 143
+
+local function pack(...) return { n = select("#", ...), ... } end
 
 local function new(opts)
     options.check("zcrm.new", opts, OPTIONS)
@@ -156,18 +158,8 @@ function Client:delink(module, record_id, related_list, ids)
         return true
     end
 
-    while true do
-        if not fill() then
-            http:close()
-            return nil, halted
-        end
-        local slot, status, body, why = http:wait()
-        if not slot then break end
-        local job = jobs[slot]
-        jobs[slot] = nil
-        -- The freed slot works on the next batch while this answer is read; but a 401 may
-        -- need that slot to send this batch again.
-        if status ~= 401 then fill() end
+    -- Reads one finished call into outcome; sends it again after a 401 INVALID_TOKEN.
+    local function read(job, status, body, why)
         local batch_ids = batches[job.batch].ids
         local whole
         if status then
@@ -186,6 +178,29 @@ function Client:delink(module, record_id, related_list, ids)
                 halted = halted or terr
             end
         end
+    end
+
+    while true do
+        if not fill() then
+            http:close()
+            return nil, halted
+        end
+        -- Take every call that has finished, refill the freed slots, then read the
+        -- answers: the next calls travel while these are decoded. (Not after a 401: its
+        -- batch may need a slot to be sent again.)
+        local done = { pack(http:wait()) }
+        if done[1][1] == nil then break end
+        repeat
+            local more = pack(http:poll())
+            if more[1] ~= nil then done[#done + 1] = more end
+        until more[1] == nil
+        local refused = false
+        for _, d in ipairs(done) do
+            d.job, jobs[d[1]] = jobs[d[1]], nil
+            refused = refused or d[2] == 401
+        end
+        if not refused then fill() end
+        for _, d in ipairs(done) do read(d.job, d[2], d[3], d[4]) end
     end
     http:close()
     for b = next_batch, #batches do response.fail(batches[b].ids, outcome, halted.code, halted.message) end

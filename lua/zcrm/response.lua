@@ -33,13 +33,20 @@ end
 -- Maps entries to ids: by details.id first; entries without an id by position, but only
 -- when the array has exactly one entry per id sent.
 local function read_data(ids, data, http_status, out)
-    local by_id, claimed = {}, {}
-    for i = 1, #ids do by_id[ids[i]] = i end
-    local loose = {}
+    local by_id, claimed, loose = nil, {}, {}
     for i, e in ipairs(data) do
         if type(e) == "table" then
             local id = type(e.details) == "table" and str(e.details.id)
-            local k = id and by_id[id]
+            local k
+            if id and ids[i] == id then
+                k = i -- Zoho answers in the order the ids were sent
+            elseif id then
+                if not by_id then
+                    by_id = {}
+                    for j = 1, #ids do by_id[ids[j]] = j end
+                end
+                k = by_id[id]
+            end
             if k and not claimed[k] then
                 claimed[k] = entry_for(ids[k], e, http_status)
             elseif not id then

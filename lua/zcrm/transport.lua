@@ -10,6 +10,7 @@
 --   exchanges = transport:open()                 -- one call's exchanges
 --   slot | nil, code, message = exchanges:start(method, url, token, body, content_type)
 --   slot, status, body | slot, nil, code, message | nil = exchanges:wait()
+--   the same | nil = exchanges:poll()            -- only an exchange already finished
 --   exchanges:close()
 --   status, body | nil, code, message = transport:request(...)   -- all of it, for one exchange
 
@@ -100,6 +101,9 @@ function InPool:in_flight()
     return n
 end
 
+-- Light threads are collected one by one by wait.
+function InPool.poll() return nil end
+
 function InPool.close() end
 
 -- Creates n thread-pool VMs now (each loads zcrm.thread), from a timer started in
@@ -118,6 +122,7 @@ Direct.__index = Direct
 
 function Direct:start(...) return self.session:start(...) end
 function Direct:wait() return self.session:wait() end
+function Direct:poll() return self.session:poll() end
 function Direct:in_flight() return self.session:in_flight() end
 
 -- Hands the session back for the next call (or closes it if another one is kept).
