@@ -1,7 +1,7 @@
 -- zcrm.client: a client holds its settings, its token source (zcrm.token) and its
 -- transport (zcrm.transport: the C core's libcurl session, kept alive between calls).
 -- client:delink plans the calls in C (validation, duplicates, batches of 100, URLs),
--- then sends them in order.
+-- then sends them in order, up to `concurrency` at a time.
 
 local core = require "zcrm.core"
 local errors = require "zcrm.errors"
@@ -11,8 +11,7 @@ local options = require "zcrm.options"
 local token = require "zcrm.token"
 local transport = require "zcrm.transport"
 
-local type, pairs, ipairs, error, select, setmetatable, getmetatable =
-    type, pairs, ipairs, error, select, setmetatable, getmetatable
+local type, pairs, ipairs, error, setmetatable, getmetatable = type, pairs, ipairs, error, setmetatable, getmetatable
 local format = string.format
 
 local OPTIONS = {
@@ -33,8 +32,6 @@ Client.__index = Client
 local private = setmetatable({}, { __mode = "k" })
 
 local unpack_secrets = table.unpack or unpack -- luacheck: ignore 143
-
-local function pack(...) return { n = select("#", ...), ... } end
 
 local function new(opts)
     options.check("zcrm.new", opts, OPTIONS)
@@ -188,11 +185,11 @@ function Client:delink(module, record_id, related_list, ids)
         -- Take every call that has finished, refill the freed slots, then read the
         -- answers: the next calls travel while these are decoded. (Not after a 401: its
         -- batch may need a slot to be sent again.)
-        local done = { pack(http:wait()) }
+        local done = { { http:wait() } } -- each {slot, status, body} or {slot, nil, code, message}
         if done[1][1] == nil then break end
         repeat
-            local more = pack(http:poll())
-            if more[1] ~= nil then done[#done + 1] = more end
+            local more = { http:poll() }
+            done[#done + 1] = more[1] and more or nil
         until more[1] == nil
         local refused = false
         for _, d in ipairs(done) do
