@@ -95,6 +95,17 @@ describe("zcrm.oauth_refresh", function()
         end
     end)
 
+    it("redacts the secrets when the token endpoint echoes them", function()
+        sim:inject { target = "token", status = 200, count = 1,
+                     body = '{"error":"invalid_client","error_description":"bad secret ' .. CLIENT_SECRET .. '"}' }
+        local client = zcrm.new { api_domain = sim.url, refresh = refresher() } -- no token: refresh only
+        local res, err = client:delink("Products", h.PRODUCT, "Price_Books", { "1" })
+        assert.is_nil(res)
+        assert.equal("TOKEN_REFRESH_FAILED", err.code)
+        assert.is_nil(tostring(err):find(CLIENT_SECRET, 1, true), tostring(err))
+        assert.matches("<redacted>", err.message, 1, true)
+    end)
+
     it("checks its options", function()
         assert.has_error(function() zcrm.oauth_refresh { client_id = "x", client_secret = "y" } end)
         assert.has_error(function() refresher { client_secert = "typo" } end)

@@ -31,8 +31,6 @@ Client.__index = Client
 -- client (inspect, cjson.encode, pairs) never shows a token.
 local private = setmetatable({}, { __mode = "k" })
 
-local unpack_secrets = table.unpack or unpack -- luacheck: ignore 143
-
 local function new(opts)
     options.check("zcrm.new", opts, OPTIONS)
     local api_domain = options.base_url("zcrm.new", opts, "api_domain", "api_domain")
@@ -62,7 +60,8 @@ local function new(opts)
     end
     local valid_version, version_why = core.check_version(self.version)
     if not valid_version then error("zcrm.new: version: " .. version_why, 2) end
-    local secrets = { opts.token, unpack_secrets(opts.refresh and oauth.secrets[opts.refresh] or {}) }
+    local secrets = { opts.token } -- and those behind a zcrm.oauth_refresh callback
+    for _, secret in ipairs(opts.refresh and oauth.secrets[opts.refresh] or {}) do secrets[#secrets + 1] = secret end
     private[self] = {
         tokens = token.new { token = opts.token, refresh = opts.refresh, secrets = secrets,
                              shared_dict = opts.shared_dict, shared_key = opts.shared_key,
@@ -114,7 +113,7 @@ function Client:delink(module, record_id, related_list, ids)
     check_arg(related_list, 3, "related list name: string", STRING)
     check_arg(ids, 4, "ids: table or string", IDS)
     local st = private[self]
-    local secrets = st.tokens.secrets
+    local tokens = st.tokens
     local plan_domain = self.api_domain
     local plan, code, message = core.plan(plan_domain, self.version, module, record_id, related_list, ids)
     if not plan then return nil, errors.new(code, message) end
@@ -135,7 +134,7 @@ function Client:delink(module, record_id, related_list, ids)
         if slot then
             jobs[slot] = { batch = b, token = tok, retried = retried }
         else
-            response.fail(batches[b].ids, outcome, why_code, errors.redact(why, secrets))
+            response.fail(batches[b].ids, outcome, why_code, tokens:redact(why))
         end
     end
 
@@ -162,9 +161,9 @@ function Client:delink(module, record_id, related_list, ids)
         if status then
             whole = response.read(batch_ids, status, body, outcome)
         else
-            response.fail(batch_ids, outcome, body, errors.redact(why, secrets))
+            response.fail(batch_ids, outcome, body, tokens:redact(why))
         end
-        if whole and whole.code == "INVALID_TOKEN" and st.tokens.refresh and not job.retried
+        if whole and whole.code == "INVALID_TOKEN" and tokens.refresh and not job.retried
             and job.token ~= renewed then
             local tok, terr = self:_token(job.token) -- refreshes unless another call already did
             if tok then

@@ -55,6 +55,7 @@ local Source = {}
 Source.__index = Source
 
 --- source = token.new{token=, refresh=, secrets={...}, shared_dict=, shared_key=, lock_timeout=}
+-- secrets: what must never show in a message (the given token, OAuth client secrets).
 function M.new(opts)
     local self = setmetatable({
         token = opts.token,
@@ -76,8 +77,18 @@ function M.new(opts)
     return self
 end
 
+-- Text with the secrets (those given, the current and the previous token) redacted.
+function Source:redact(text)
+    return errors.redact(errors.redact(text, self.secrets), { self.token or "", self.previous or "" })
+end
+
 function Source:failed(message)
-    return nil, errors.new("TOKEN_REFRESH_FAILED", errors.redact(message, self.secrets))
+    return nil, errors.new("TOKEN_REFRESH_FAILED", self:redact(message))
+end
+
+function Source:use(tok, expires_at)
+    if tok ~= self.token then self.previous, self.token = self.token, tok end
+    self.expires_at = expires_at
 end
 
 -- Calls the refresh callback, guarded: it may raise, return nil, err, or junk.
@@ -96,9 +107,7 @@ function Source:run_refresh()
         end
         self.api_domain = api_domain:gsub("/$", "")
     end
-    self.token = tok
-    self.secrets[#self.secrets + 1] = tok
-    self.expires_at = type(expires_in) == "number" and now() + expires_in or nil
+    self:use(tok, type(expires_in) == "number" and now() + expires_in or nil)
     return tok
 end
 
@@ -131,7 +140,7 @@ end
 function Source:adopt_shared(stale)
     local tok, expires_at, api_domain = self:read_shared()
     if not usable(tok, expires_at, stale) then return nil end
-    self.token, self.expires_at = tok, expires_at
+    self:use(tok, expires_at)
     if api_domain then self.api_domain = api_domain end
     return tok
 end
