@@ -289,6 +289,22 @@ describe("client:delink", function()
         end)
     end)
 
+    it("never follows a redirect: the token does not reach the redirect's target", function()
+        local other = simulator.start()
+        local ok, failure = pcall(function()
+            sim:inject { status = 302, body = "", count = 1,
+                         headers = { Location = other.url .. "/crm/v2.1/Products/" .. PRODUCT .. "/Price_Books?ids=1,2" } }
+            local res, err = client:delink("Products", PRODUCT, "Price_Books", { "1", "2" })
+            h.assert_accounted(res, { "1", "2" })
+            assert.equal("BAD_RESPONSE", err.code)
+            assert.equal(302, err.http_status)
+            assert.matches("redirect", err.message)
+            assert.same({}, other:log())
+        end)
+        other:stop()
+        assert(ok, failure)
+    end)
+
     it("reports a server that is gone as TRANSPORT_ERROR for every id", function()
         local gone = require("zcrm").new { token = "t0ken-for-nothing", api_domain = "http://127.0.0.1:9" }
         local res, err = gone:delink("Products", PRODUCT, "Price_Books", h.ids(150))
