@@ -4,11 +4,7 @@ local core = require "zcrm.core"
 
 local BASE = "https://www.zohoapis.com"
 
-local function ids(n, from)
-    local t = {}
-    for i = 1, n do t[i] = string.format("3477061%012d", (from or 0) + i) end
-    return t
-end
+local ids = require("spec.support.helpers").ids
 
 local function plan(list, overrides)
     local o = overrides or {}

@@ -65,43 +65,29 @@ describe("token refresh", function()
         assert.equal(log[1].uri, log[2].uri)
     end)
 
-    it("continues the remaining batches with the new token", function()
-        sim:add_token("spec-expired-token", { expires_in = -1 })
-        local ids = h.ids(250)
-        sim:seed("Products", PRODUCT, "Price_Books", ids)
-        local r = refresher(3600)
-        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 1 })
-        local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
-        assert.is_nil(err)
-        assert.equal(250, res.succeeded)
-        assert.equal(1, r.calls)
-        assert.same({ 100, 100, 100, 50 }, sim:counters().ids_per_request)
-    end)
-
-    it("refreshes once when every call in flight is answered INVALID_TOKEN, and retries each", function()
-        sim:add_token("spec-expired-token", { expires_in = -1 })
-        local ids = h.ids(250)
-        sim:seed("Products", PRODUCT, "Price_Books", ids)
-        local r = refresher(3600)
-        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 3 })
-        local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
-        assert.is_nil(err)
-        assert.equal(250, res.succeeded)
-        assert.equal(1, r.calls)
-        assert.equal(6, sim:counters().requests) -- three calls, each sent again once
-    end)
-
-    it("sends a refused call again even when more batches wait for its slot", function()
-        sim:add_token("spec-expired-token", { expires_in = -1 })
-        local ids = h.ids(500)
-        sim:seed("Products", PRODUCT, "Price_Books", ids)
-        local r = refresher(3600)
-        local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn, concurrency = 2 })
-        local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
-        assert.is_nil(err)
-        assert.equal(500, res.succeeded)
-        assert.equal(1, r.calls)
-    end)
+    -- An expired token, and the calls refused with it sent again with one new token.
+    for _, case in ipairs {
+        { "continues the remaining batches with the new token (one call at a time)", n = 250, concurrency = 1,
+          per_call = { 100, 100, 100, 50 } },
+        { "refreshes once when every call in flight is refused, and sends each again", n = 250, concurrency = 3,
+          requests = 6 },
+        { "sends a refused call again even when more batches wait for its slot", n = 500, concurrency = 2 },
+    } do
+        it(case[1], function()
+            sim:add_token("spec-expired-token", { expires_in = -1 })
+            local ids = h.ids(case.n)
+            sim:seed("Products", PRODUCT, "Price_Books", ids)
+            local r = refresher(3600)
+            local client = h.client(sim, { token = "spec-expired-token", refresh = r.fn,
+                                           concurrency = case.concurrency })
+            local res, err = client:delink("Products", PRODUCT, "Price_Books", ids)
+            assert.is_nil(err)
+            assert.equal(case.n, res.succeeded)
+            assert.equal(1, r.calls)
+            if case.per_call then assert.same(case.per_call, sim:counters().ids_per_request) end
+            if case.requests then assert.equal(case.requests, sim:counters().requests) end
+        end)
+    end
 
     it("retries only once when the new token is refused too", function()
         local calls = 0

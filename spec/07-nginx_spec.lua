@@ -25,12 +25,7 @@ local nginx = require "spec.support.nginx"
 local RECORD = "3477061000007606020"
 local RELATED = "Price_Books"
 
--- n distinct 19-digit ids, as Zoho's look
-local function make_ids(n, from)
-  local t = {}
-  for i = 1, n do t[i] = string.format("3477061%012d", (from or 0) + i) end
-  return t
-end
+local make_ids = require("spec.support.helpers").ids
 
 local function say(fmt, ...)
   io.stderr:write("\n    [07-nginx] ", string.format(fmt, ...))

@@ -1,6 +1,7 @@
 -- zcrm.thread: runs inside the Lua VM of an nginx thread-pool thread, called by
 -- zcrm.transport through ngx.run_worker_thread. No ngx API is used here. Each thread
--- keeps one C session per set of options, so its connections stay alive across calls.
+-- keeps one C session per set of options, reused across calls. A thread runs one
+-- exchange at a time, so its session has one slot whatever the client's concurrency.
 
 local core = require "zcrm.core"
 
@@ -13,7 +14,8 @@ function M.request(opts, method, url, token, body, content_type)
                                opts.max_body or "" }, "\n")
     local session = sessions[key]
     if not session then
-        session = core.session(opts)
+        session = core.session { timeout = opts.timeout, connect_timeout = opts.connect_timeout,
+                                 ca_file = opts.ca_file, max_body = opts.max_body }
         sessions[key] = session
     end
     return session:request(method, url, token, body, content_type)
