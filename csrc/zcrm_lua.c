@@ -18,9 +18,12 @@
  *   session:poll() -> the same, without waiting: nothing when none has finished yet
  *   session:in_flight() -> number
  *   session:close()
+ *   core.trap_interrupts() -> true | nil, message  (SIGINT/SIGTERM set a flag instead)
+ *   core.interrupted() -> signal number | false      (for the command line tool)
  *
  * Wrong argument types raise; bad values return nil, code, message. No C globals:
  * all state lives in session userdata. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +32,7 @@
 #include "zcrm_compat.h"
 #include "zcrm_batch.h"
 #include "zcrm_http.h"
+#include "zcrm_signal.h"
 #include "zcrm_url.h"
 
 #ifndef ZCRM_VERSION
@@ -416,6 +420,24 @@ static int l_init(lua_State *L)
     return 1;
 }
 
+static int l_trap_interrupts(lua_State *L)
+{
+    if (zcrm_trap_interrupts() != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_interrupted(lua_State *L)
+{
+    int sig = zcrm_interrupted();
+    if (sig) lua_pushinteger(L, sig); else lua_pushboolean(L, 0);
+    return 1;
+}
+
 ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
 {
     static const luaL_Reg session_methods[] = {
@@ -440,6 +462,8 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
         {"check_token", l_check_token},
         {"check_version", l_check_version},
         {"session", l_session},
+        {"trap_interrupts", l_trap_interrupts},
+        {"interrupted", l_interrupted},
         {NULL, NULL}};
 
     if (luaL_newmetatable(L, SESSION_MT)) {
