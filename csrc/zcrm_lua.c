@@ -2,9 +2,11 @@
  * the module "zcrm.core"; the public API is lua/zcrm/init.lua.
  *
  *   core.plan(api_domain, version, module, record_id, related_list, ids)
- *       -> {ids = {canonical id per caller position}, batches = {{url=, ids={...}}, ...},
- *           outcome = {} and results = {}, empty but sized for the distinct ids and the
- *           caller's positions}
+ *       -> {ids = {canonical id per caller position},
+ *           batches = {{url=, ids={...}, first=caller position of ids[1]}, ...},
+ *           results = {} sized for the caller's positions, and either dense = true (no
+ *           duplicates: batch b answers positions first..first+#ids-1) or outcome = {}
+ *           sized for the distinct ids}
  *       |  nil, "INVALID_ARGUMENT", message
  *   core.check_url(url) -> true | nil, message        (a base URL: api_domain, accounts)
  *   core.check_token(token) -> true | nil, message
@@ -18,6 +20,11 @@
  *   session:poll() -> the same, without waiting: nothing when none has finished yet
  *   session:in_flight() -> number
  *   session:close()
+ *   core.read(ids, http_status, body, out, error_mt[, offset])
+ *       -> whole-request error | nil
+ *       reads one delink answer: out[offset + i] (or out[id] without offset) = the result
+ *       entry of ids[i] (an error entry, with error_mt, for an id the body does not
+ *       account for)
  *   core.trap_interrupts() -> true | nil, message  (SIGINT/SIGTERM set a flag instead)
  *   core.interrupted() -> signal number | false      (for the command line tool)
  *
@@ -32,6 +39,7 @@
 #include "zcrm_compat.h"
 #include "zcrm_batch.h"
 #include "zcrm_http.h"
+#include "zcrm_reply.h"
 #include "zcrm_signal.h"
 #include "zcrm_url.h"
 
@@ -184,8 +192,13 @@ static int l_plan(lua_State *L)
     /* Empty tables sized for what the caller fills in, so that 100,000 ids do not
      * cost a chain of rehashes (and their garbage): one outcome per distinct id, and
      * one result per caller position plus the two counts. */
-    lua_createtable(L, 0, (int)nunique);
-    lua_setfield(L, -2, "outcome");
+    if (nunique == n) { /* no duplicates: batch b answers caller positions first.. */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "dense");
+    } else {
+        lua_createtable(L, 0, (int)nunique);
+        lua_setfield(L, -2, "outcome");
+    }
     lua_createtable(L, (int)n, 2);
     lua_setfield(L, -2, "results");
     lua_createtable(L, (int)nbatches, 0);
@@ -195,7 +208,9 @@ static int l_plan(lua_State *L)
         size_t count = nunique - first < ZCRM_MAX_IDS_PER_CALL ? nunique - first : ZCRM_MAX_IDS_PER_CALL;
         size_t url_len;
 
-        lua_createtable(L, 0, 2);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)first + 1);
+        lua_setfield(L, -2, "first");
         lua_createtable(L, (int)count, 0);
         for (k = 0; k < count; k++) {
             size_t src = unique[first + k];
@@ -410,6 +425,226 @@ static int l_session_tostring(lua_State *L)
     return 1;
 }
 
+/* ==== reply ====================================================================== */
+
+/* A JSON string value as a Lua string (unescaped into Lua-owned memory when long). */
+static void push_json_string(lua_State *L, const zcrm_json_value *v)
+{
+    char small[256];
+    size_t raw = (size_t)(v->end - v->start);
+    char *buf = raw <= sizeof small ? small : lua_newuserdata(L, raw);
+    size_t n = zcrm_json_unescape(v, buf);
+    lua_pushlstring(L, buf, n);
+    if (buf != small) lua_remove(L, -2);
+}
+
+/* Any checked JSON value, as lua-cjson decodes it (null is cjson.null, a NULL light
+ * userdata); integers stay integers where Lua has them. */
+static void push_json(lua_State *L, const zcrm_json_value *v)
+{
+    const char *pos = NULL;
+    zcrm_json_value k, m;
+    lua_Integer i = 0;
+    switch (v->type) {
+    case ZCRM_JSON_OBJECT:
+    case ZCRM_JSON_ARRAY:
+        luaL_checkstack(L, 4, "JSON nesting");
+        lua_newtable(L);
+        while (zcrm_json_next(v, &pos, &k, &m)) {
+            if (v->type == ZCRM_JSON_OBJECT) push_json_string(L, &k); else lua_pushinteger(L, ++i);
+            push_json(L, &m);
+            lua_rawset(L, -3);
+        }
+        return;
+    case ZCRM_JSON_STRING: push_json_string(L, v); return;
+    case ZCRM_JSON_TRUE: lua_pushboolean(L, 1); return;
+    case ZCRM_JSON_FALSE: lua_pushboolean(L, 0); return;
+    case ZCRM_JSON_NUMBER: /* Lua's own conversion: an integer where it fits */
+        lua_pushlstring(L, v->start, (size_t)(v->end - v->start));
+#if LUA_VERSION_NUM >= 503
+        if (lua_stringtonumber(L, lua_tostring(L, -1)) == 0) lua_pushnumber(L, 0);
+#else
+        lua_pushnumber(L, lua_tonumber(L, -1));
+#endif
+        lua_remove(L, -2);
+        return;
+    default: lua_pushlightuserdata(L, NULL); return;
+    }
+}
+
+/* Pushes the text of a string or number field (zcrm_reply_text); 0 when it has none. */
+static int push_text(lua_State *L, const zcrm_json_value *v)
+{
+    char buf[512]; /* any double printed with "%.0f" */
+    const char *text;
+    long n;
+    if (v->type == ZCRM_JSON_STRING) {
+        push_json_string(L, v);
+        return 1;
+    }
+    n = zcrm_reply_text(v, buf, sizeof buf, &text);
+    if (n < 0) return 0;
+    lua_pushlstring(L, text, (size_t)n);
+    return 1;
+}
+
+static void push_text_or(lua_State *L, const zcrm_json_value *v, const char *fallback)
+{
+    if (!push_text(L, v)) lua_pushstring(L, fallback);
+}
+
+/* A failed result entry {id, status = "error", code, message, http_status, details}
+ * with the error metatable; takes message and details from the stack top (message
+ * below details) and leaves the entry there. `id` and `mt` are stack indexes. */
+static void push_error_entry(lua_State *L, int id, const char *code, int code_on_stack, lua_Integer status, int mt)
+{
+    lua_createtable(L, 0, 6);
+    lua_insert(L, -3); /* entry, message, details */
+    lua_setfield(L, -3, "details");
+    lua_setfield(L, -2, "message");
+    if (code_on_stack) {
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "code");
+    } else {
+        lua_pushstring(L, code);
+        lua_setfield(L, -2, "code");
+    }
+    lua_pushvalue(L, id);
+    lua_setfield(L, -2, "id");
+    lua_pushliteral(L, "error");
+    lua_setfield(L, -2, "status");
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "http_status");
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, -2);
+}
+
+static void push_details(lua_State *L, const zcrm_json_value *details)
+{
+    if (details->type == ZCRM_JSON_OBJECT || details->type == ZCRM_JSON_ARRAY) push_json(L, details);
+    else lua_newtable(L);
+}
+
+static void push_bad_response(lua_State *L, int id, const char *why, lua_Integer status, int mt)
+{
+    lua_pushstring(L, why);
+    lua_newtable(L);
+    push_error_entry(L, id, "BAD_RESPONSE", 0, status, mt);
+}
+
+/* The result entry of the id at stack index id, from the fields of its data element. */
+static void push_entry(lua_State *L, int id, const zcrm_reply_fields *e, lua_Integer status, int mt)
+{
+    zcrm_reply_fields f = *e;
+    if (zcrm_json_string_is(&f.status, "success")) {
+        lua_createtable(L, 0, 5);
+        lua_pushvalue(L, id);
+        lua_setfield(L, -2, "id");
+        lua_pushliteral(L, "success");
+        lua_setfield(L, -2, "status");
+        push_text_or(L, &f.code, "SUCCESS");
+        lua_setfield(L, -2, "code");
+        push_text_or(L, &f.message, "");
+        lua_setfield(L, -2, "message");
+        push_details(L, &f.details);
+        lua_setfield(L, -2, "details");
+    } else if (push_text(L, &f.code)) {
+        push_text_or(L, &f.message, "");
+        push_details(L, &f.details);
+        push_error_entry(L, id, NULL, 1, status, mt);
+    } else {
+        push_bad_response(L, id, "response entry has neither success nor an error code", status, mt);
+    }
+}
+
+/* Stores the entry on the stack top (above its id) as out[offset + i + 1], or as
+ * out[id] when there is no offset; pops both. */
+static void put_result(lua_State *L, lua_Integer offset, size_t i)
+{
+    if (offset < 0) {
+        lua_rawset(L, 4);
+        return;
+    }
+    lua_rawseti(L, 4, offset + (lua_Integer)i + 1);
+    lua_pop(L, 1);
+}
+
+static int l_read(lua_State *L)
+{
+    const char *idp[ZCRM_MAX_IDS_PER_CALL];
+    size_t idl[ZCRM_MAX_IDS_PER_CALL], n, i, len;
+    zcrm_reply_fields answer[ZCRM_MAX_IDS_PER_CALL];
+    zcrm_reply r;
+    lua_Integer status = luaL_checkinteger(L, 2);
+    const char *body = luaL_checklstring(L, 3, &len), *why;
+    char why_buf[96];
+
+    lua_Integer offset = luaL_optinteger(L, 6, -1);
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_settop(L, 6);
+    n = (size_t)lua_rawlen(L, 1);
+    luaL_argcheck(L, n <= ZCRM_MAX_IDS_PER_CALL, 1, "more ids than one call takes");
+    for (i = 0; i < n; i++) { /* the strings stay referenced by the ids table */
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1, "ids must be strings");
+        idp[i] = lua_tolstring(L, -1, &idl[i]);
+        lua_pop(L, 1);
+    }
+
+    zcrm_reply_read(body, len, (long)status, &r);
+    if (r.kind == ZCRM_REPLY_DATA) {
+        zcrm_reply_match(&r, idp, idl, n, answer);
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 7: id */
+            if (!answer[i].table)
+                push_bad_response(L, 7, "response does not account for this id", status, 5);
+            else
+                push_entry(L, 7, &answer[i], status, 5);
+            put_result(L, offset, i);
+        }
+        return 0;
+    }
+    if (r.kind == ZCRM_REPLY_FLAT) { /* 6: the whole-request error, shared by every id */
+        lua_createtable(L, 0, 4);
+        push_text_or(L, &r.fields.code, "");
+        lua_setfield(L, 7, "code");
+        push_text_or(L, &r.fields.message, "");
+        lua_setfield(L, 7, "message");
+        lua_pushinteger(L, status);
+        lua_setfield(L, 7, "http_status");
+        push_details(L, &r.fields.details);
+        lua_setfield(L, 7, "details");
+        lua_pushvalue(L, 5);
+        lua_setmetatable(L, 7);
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 8: id */
+            lua_getfield(L, 7, "code");
+            lua_getfield(L, 7, "message");
+            lua_getfield(L, 7, "details");
+            push_error_entry(L, 8, NULL, 1, status, 5);
+            put_result(L, offset, i);
+        }
+        lua_settop(L, 7);
+        return 1;
+    }
+    if (status >= 300 && status < 400)
+        snprintf(why_buf, sizeof why_buf, "unexpected redirect (HTTP %d); redirects are not followed", (int)status);
+    else if (r.kind == ZCRM_REPLY_NOT_JSON)
+        snprintf(why_buf, sizeof why_buf, "HTTP %d with a body that is not JSON", (int)status);
+    else
+        snprintf(why_buf, sizeof why_buf, "HTTP %d with JSON that is not a Zoho delink response", (int)status);
+    why = why_buf;
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 7: id */
+        push_bad_response(L, 7, why, status, 5);
+        put_result(L, offset, i);
+    }
+    return 0;
+}
+
 /* ==== module ===================================================================== */
 
 static int l_init(lua_State *L)
@@ -462,6 +697,7 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
         {"check_token", l_check_token},
         {"check_version", l_check_version},
         {"session", l_session},
+        {"read", l_read},
         {"trap_interrupts", l_trap_interrupts},
         {"interrupted", l_interrupted},
         {NULL, NULL}};

@@ -122,26 +122,32 @@ function Client:delink(module, record_id, related_list, ids)
     res.succeeded, res.failed = 0, 0
     if #plan.ids == 0 then return res end
 
-    -- Up to `concurrency` calls in flight; each answer is read into outcome[id] as it
-    -- comes. A call answered 401 INVALID_TOKEN is sent again, once, with a new token;
-    -- at most one refresh per delink is caused that way (`renewed`).
-    local outcome, batches = plan.outcome, plan.batches
+    -- Up to `concurrency` calls in flight; each answer is read as it comes, straight
+    -- into the results when the ids have no duplicates (plan.dense), else into
+    -- outcome[id]. A call answered 401 INVALID_TOKEN is sent again, once, with a new
+    -- token; at most one refresh per delink is caused that way (`renewed`).
+    local outcome, batches, nbatches = plan.outcome or res, plan.batches, #plan.batches
     local jobs, next_batch, halted, renewed = {}, 1, nil, nil
     local http = st.transport:open()
+
+    local function fail(b, code, message)
+        local batch = batches[b]
+        response.fail(batch.ids, outcome, code, message, nil, plan.dense and batch.first - 1)
+    end
 
     local function launch(b, tok, retried)
         local slot, why_code, why = http:start("DELETE", url_of(self, plan_domain, batches[b]), tok)
         if slot then
             jobs[slot] = { batch = b, token = tok, retried = retried }
         else
-            response.fail(batches[b].ids, outcome, why_code, tokens:redact(why))
+            fail(b, why_code, tokens:redact(why))
         end
     end
 
     -- Starts batches until every slot is busy. False when no token could be had for the
     -- first batch: nothing was sent.
     local function fill()
-        while not halted and next_batch <= #batches and http:in_flight() < self.concurrency do
+        while not halted and next_batch <= nbatches and http:in_flight() < self.concurrency do
             local tok, terr = self:_token()
             if not tok then
                 halted = terr
@@ -154,26 +160,28 @@ function Client:delink(module, record_id, related_list, ids)
         return true
     end
 
-    -- Reads one finished call into outcome; sends it again after a 401 INVALID_TOKEN.
+    -- Reads one finished call; sends it again after a 401 INVALID_TOKEN. A batch read
+    -- for good is dropped from the plan (its URL and id list are garbage from then on).
     local function read(job, status, body, why)
-        local batch_ids = batches[job.batch].ids
+        local b = job.batch
         local whole
         if status then
-            whole = response.read(batch_ids, status, body, outcome)
+            local batch = batches[b]
+            whole = response.read(batch.ids, status, body, outcome, plan.dense and batch.first - 1)
         else
-            response.fail(batch_ids, outcome, body, tokens:redact(why))
+            fail(b, body, tokens:redact(why))
         end
         if whole and whole.code == "INVALID_TOKEN" and tokens.refresh and not job.retried
             and job.token ~= renewed then
             local tok, terr = self:_token(job.token) -- refreshes unless another call already did
             if tok then
                 renewed = renewed or tok
-                launch(job.batch, tok, true)
-            else
-                response.fail(batch_ids, outcome, terr.code, terr.message)
-                halted = halted or terr
+                return launch(b, tok, true)
             end
+            fail(b, terr.code, terr.message)
+            halted = halted or terr
         end
+        batches[b] = nil
     end
 
     while true do
@@ -199,20 +207,24 @@ function Client:delink(module, record_id, related_list, ids)
         for _, d in ipairs(done) do read(d.job, d[2], d[3], d[4]) end
     end
     http:close()
-    for b = next_batch, #batches do response.fail(batches[b].ids, outcome, halted.code, halted.message) end
+    for b = next_batch, nbatches do fail(b, halted.code, halted.message) end
 
-    -- One entry per caller position. Once placed, an outcome is replaced by its position,
-    -- so that a duplicate id gets its own copy.
+    -- One entry per caller position. With duplicates, an outcome once placed is
+    -- replaced by its position, so that a duplicate id gets its own copy.
     local err
-    local canon = plan.ids
+    local canon, dense = plan.ids, plan.dense
     for i = 1, #canon do
-        local e = outcome[canon[i]]
-        if type(e) == "number" then
-            local copy = {}
-            for k, v in pairs(res[e]) do copy[k] = v end
-            e = setmetatable(copy, getmetatable(res[e]))
-        else
-            outcome[canon[i]] = i
+        local e = res[i]
+        if not dense then
+            e = outcome[canon[i]]
+            if type(e) == "number" then
+                local copy = {}
+                for k, v in pairs(res[e]) do copy[k] = v end
+                e = setmetatable(copy, getmetatable(res[e]))
+            else
+                outcome[canon[i]] = i
+            end
+            res[i] = e
         end
         if e.status == "success" then
             res.succeeded = res.succeeded + 1
@@ -220,7 +232,6 @@ function Client:delink(module, record_id, related_list, ids)
             res.failed = res.failed + 1
             err = err or e
         end
-        res[i] = e
     end
     return res, err
 end

@@ -9,6 +9,7 @@ local M = {}
 
 local mt = {}
 mt.__index = mt
+M.mt = mt -- also given to the C core, which builds result entries (core.read)
 
 function mt.__tostring(e)
     local line = "zcrm: " .. tostring(e.code) .. ": " .. tostring(e.message)

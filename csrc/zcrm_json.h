@@ -1,0 +1,50 @@
+/* zcrm_json.h - a validating JSON scanner that reads in place: no allocation, no Lua.
+ * Enough to read Zoho's answers: spans into the body, iteration over objects and arrays,
+ * string unescaping. RFC 8259 syntax; nesting deeper than ZCRM_JSON_MAX_DEPTH is refused. */
+#ifndef ZCRM_JSON_H
+#define ZCRM_JSON_H
+
+#include <stddef.h>
+
+#define ZCRM_JSON_MAX_DEPTH 64
+
+typedef enum {
+    ZCRM_JSON_INVALID = 0,
+    ZCRM_JSON_OBJECT, ZCRM_JSON_ARRAY, ZCRM_JSON_STRING, ZCRM_JSON_NUMBER,
+    ZCRM_JSON_TRUE, ZCRM_JSON_FALSE, ZCRM_JSON_NULL
+} zcrm_json_type;
+
+/* One value in the text: [start, end). For a string, the span is inside the quotes and
+ * `escaped` says whether it holds backslash escapes (see zcrm_json_unescape). */
+typedef struct {
+    zcrm_json_type type;
+    const char *start, *end;
+    int escaped;
+} zcrm_json_value;
+
+/* Skips whitespace. */
+const char *zcrm_json_ws(const char *p, const char *end);
+
+/* Reads the value at p (after whitespace) into *v, checking all of it, nested values
+ * included. Returns the position after it, or NULL when it is not valid JSON. */
+const char *zcrm_json_value_at(const char *p, const char *end, zcrm_json_value *v);
+
+/* Checks that [p, end) is exactly one JSON value with optional whitespace around it. */
+int zcrm_json_document(const char *p, const char *end, zcrm_json_value *v);
+
+/* Iterates over an object or array of a checked document (zcrm_json_document or
+ * zcrm_json_value_at succeeded on it; it is not checked again): *pos starts at NULL;
+ * each call sets *key (for objects; NULL allowed for arrays) and *v to the next member
+ * and returns 1, or returns 0 at the end. */
+int zcrm_json_next(const zcrm_json_value *container, const char **pos,
+                   zcrm_json_value *key, zcrm_json_value *v);
+
+/* Decodes the string value s into out (at least s->end - s->start bytes: decoding
+ * never grows a string), UTF-8 for \u escapes (a lone surrogate becomes U+FFFD).
+ * Returns the decoded length. */
+size_t zcrm_json_unescape(const zcrm_json_value *s, char *out);
+
+/* True when the string value s decodes to the NUL-terminated literal lit. */
+int zcrm_json_string_is(const zcrm_json_value *s, const char *lit);
+
+#endif
