@@ -34,6 +34,10 @@ typedef struct {
     long status;
     const char *body;  /* owned by the session, valid until its slot is started again */
     size_t body_len;
+    long retry_after;  /* seconds from a Retry-After header (number or date), or -1 */
+    /* For a failed exchange that cannot have reached the server: "connect" (name
+     * lookup or connection failed) or "tls" (handshake or certificate); else NULL. */
+    const char *unsent;
 } zcrm_http_response;
 
 /* Process-wide libcurl setup; call once before any session, before threads start. */
@@ -46,11 +50,11 @@ void zcrm_http_free(zcrm_http *h);
  * (invalid request, or every slot busy). The request's strings may be freed on return. */
 int zcrm_http_start(zcrm_http *h, const zcrm_http_request *req, zcrm_err *err);
 
-/* Waits for the next exchange to finish (or, when block is 0, only takes one that has
- * already finished). Returns its slot and sets *resp (err->code is ZCRM_OK), or its slot
- * with err set when the exchange failed; -1 when none is in flight (or, not blocking,
- * none has finished yet). */
-int zcrm_http_wait(zcrm_http *h, int block, zcrm_http_response *resp, zcrm_err *err);
+/* Waits up to timeout_ms (-1: as long as it takes; 0: only takes an exchange that has
+ * already finished) for the next exchange to finish. Returns its slot and sets *resp
+ * (err->code is ZCRM_OK), or its slot with err set when the exchange failed; -1 when
+ * none is in flight or none finished in time. */
+int zcrm_http_wait(zcrm_http *h, long timeout_ms, zcrm_http_response *resp, zcrm_err *err);
 
 /* Exchanges in flight. */
 int zcrm_http_in_flight(const zcrm_http *h);

@@ -5,6 +5,7 @@
  * calls back into Lua, so a Lua error can never unwind through libcurl. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <curl/curl.h>
 #include "zcrm_http.h"
 #include "zcrm_url.h"
@@ -258,8 +259,27 @@ static int finish(zcrm_http *h, slot *s, CURLcode rc, zcrm_http_response *resp, 
     resp->body_len = s->len;
     err->code = ZCRM_OK;
     err->msg[0] = '\0';
+    resp->retry_after = -1;
+    resp->unsent = NULL;
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+        resp->unsent = "connect";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+        resp->unsent = "tls";
+        break;
+    default:
+        break;
+    }
     if (rc == CURLE_OK) {
+        curl_off_t after = 0;
         curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+        if (curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+            resp->retry_after = (long)after;
     } else if (s->too_big) {
         zcrm_fail(err, ZCRM_EBADRESP, "response body exceeds %zu bytes", s->max_body);
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
@@ -270,10 +290,19 @@ static int finish(zcrm_http *h, slot *s, CURLcode rc, zcrm_http_response *resp, 
     return (int)(s - h->slots);
 }
 
-int zcrm_http_wait(zcrm_http *h, int block, zcrm_http_response *resp, zcrm_err *err)
+static long now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int zcrm_http_wait(zcrm_http *h, long timeout_ms, zcrm_http_response *resp, zcrm_err *err)
+{
+    long until = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
     while (h->in_flight > 0) {
         int running, queued;
+        long left = 1000;
         CURLMsg *msg;
         CURLMcode mc = curl_multi_perform(h->multi, &running);
         while ((msg = curl_multi_info_read(h->multi, &queued)) != NULL) {
@@ -289,8 +318,13 @@ int zcrm_http_wait(zcrm_http *h, int block, zcrm_http_response *resp, zcrm_err *
             for (i = 0; i < h->nslots; i++)
                 if (h->slots[i].busy) return finish(h, &h->slots[i], CURLE_SEND_ERROR, resp, err);
         }
-        if (!block) break;
-        if (running > 0) curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+        if (timeout_ms == 0) break;
+        if (timeout_ms > 0) {
+            left = until - now_ms();
+            if (left <= 0) break;
+            if (left > 1000) left = 1000;
+        }
+        if (running > 0) curl_multi_poll(h->multi, NULL, 0, (int)left, NULL);
     }
     return -1;
 }

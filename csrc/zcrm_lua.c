@@ -13,10 +13,13 @@
  *   core.check_version(version) -> true | nil, message
  *   core.session{timeout=, connect_timeout=, ca_file=, max_body=, slots=1} -> session
  *   session:request(method, url, token|nil, body|nil, content_type|nil)
- *       -> status, body | nil, code, message            (one exchange, start to end)
+ *       -> status, body[, retry_after] | nil, code, message  (one exchange, start to end)
  *   session:start(method, url, token|nil, body|nil, content_type|nil)
  *       -> slot | nil, code, message                     (up to `slots` in flight)
- *   session:wait() -> slot, status, body | slot, nil, code, message | nothing
+ *   session:wait([seconds]) -> slot, status, body[, retry_after]
+ *       | slot, nil, code, message[, unsent] | nothing (none in flight, or none finished
+ *       in time); retry_after: seconds from a Retry-After header; unsent: "connect" or
+ *       "tls" when the exchange cannot have reached the server
  *   session:poll() -> the same, without waiting: nothing when none has finished yet
  *   session:in_flight() -> number
  *   session:close()
@@ -25,6 +28,7 @@
  *       reads one delink answer: out[offset + i] (or out[id] without offset) = the result
  *       entry of ids[i] (an error entry, with error_mt, for an id the body does not
  *       account for)
+ *   core.now() -> seconds (monotonic); core.sleep(seconds)
  *   core.trap_interrupts() -> true | nil, message  (SIGINT/SIGTERM set a flag instead)
  *   core.interrupted() -> signal number | false      (for the command line tool)
  *
@@ -34,6 +38,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include "zcrm_compat.h"
@@ -341,10 +346,17 @@ static void check_request(lua_State *L, zcrm_http_request *req)
 static int push_done(lua_State *L, int slot, const zcrm_http_response *resp, const zcrm_err *err)
 {
     lua_pushinteger(L, slot + 1);
-    if (err->code != ZCRM_OK) return 1 + push_fail(L, err);
+    if (err->code != ZCRM_OK) {
+        push_fail(L, err);
+        if (resp->unsent == NULL) return 4;
+        lua_pushstring(L, resp->unsent);
+        return 5;
+    }
     lua_pushinteger(L, (lua_Integer)resp->status);
     lua_pushlstring(L, resp->body, resp->body_len);
-    return 3;
+    if (resp->retry_after < 0) return 3;
+    lua_pushinteger(L, (lua_Integer)resp->retry_after);
+    return 4;
 }
 
 /* session:start(method, url, token, body, content_type) -> slot | nil, code, message */
@@ -362,29 +374,32 @@ static int l_session_start(lua_State *L)
     return 1;
 }
 
-static int wait_or_poll(lua_State *L, int block)
+static int wait_for(lua_State *L, long timeout_ms)
 {
     session *s = check_session(L);
     zcrm_err err = {ZCRM_OK, ""};
     zcrm_http_response resp;
-    int slot = zcrm_http_wait(s->http, block, &resp, &err);
+    int slot = zcrm_http_wait(s->http, timeout_ms, &resp, &err);
     if (slot < 0) return 0;
     return push_done(L, slot, &resp, &err);
 }
 
-/* session:wait() -> slot, status, body | slot, nil, code, message | nothing (none in flight) */
+/* session:wait([seconds]) -> slot, status, body[, retry_after] | slot, nil, code, message
+ * | nothing (none in flight, or none finished within the given seconds) */
 static int l_session_wait(lua_State *L)
 {
-    return wait_or_poll(L, 1);
+    lua_Number t = luaL_optnumber(L, 2, -1);
+    return wait_for(L, t < 0 ? -1 : (long)(t * 1000) + (t > 0 && t < 0.001));
 }
 
 /* session:poll(): as wait, but returns nothing at once when no exchange has finished. */
 static int l_session_poll(lua_State *L)
 {
-    return wait_or_poll(L, 0);
+    return wait_for(L, 0);
 }
 
-/* session:request(...) -> status, body | nil, code, message: one exchange, start to end. */
+/* session:request(...) -> status, body[, retry_after] | nil, code, message[, unsent]:
+ * one exchange, start to end. */
 static int l_session_request(lua_State *L)
 {
     session *s = check_session(L);
@@ -395,11 +410,8 @@ static int l_session_request(lua_State *L)
     check_request(L, &req);
     if (zcrm_http_in_flight(s->http) > 0) return luaL_error(L, "session:request while exchanges are in flight");
     if (zcrm_http_start(s->http, &req, &err) < 0) return push_fail(L, &err);
-    zcrm_http_wait(s->http, 1, &resp, &err);
-    if (err.code != ZCRM_OK) return push_fail(L, &err);
-    lua_pushinteger(L, (lua_Integer)resp.status);
-    lua_pushlstring(L, resp.body, resp.body_len);
-    return 2;
+    zcrm_http_wait(s->http, -1, &resp, &err);
+    return push_done(L, 0, &resp, &err) - 1; /* without the slot */
 }
 
 static int l_session_in_flight(lua_State *L)
@@ -655,6 +667,30 @@ static int l_init(lua_State *L)
     return 1;
 }
 
+/* ==== time (for retry backoff outside nginx) ======================================= */
+
+/* core.now() -> seconds on a monotonic clock */
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* core.sleep(seconds): blocks the thread (nginx code uses ngx.sleep instead) */
+static int l_sleep(lua_State *L)
+{
+    lua_Number t = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (t > 0) {
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (lua_Number)ts.tv_sec) * 1e9);
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !zcrm_interrupted()) {}
+    }
+    return 0;
+}
+
 static int l_trap_interrupts(lua_State *L)
 {
     if (zcrm_trap_interrupts() != 0) {
@@ -698,6 +734,8 @@ ZCRM_EXPORT int luaopen_zcrm_core(lua_State *L)
         {"check_version", l_check_version},
         {"session", l_session},
         {"read", l_read},
+        {"now", l_now},
+        {"sleep", l_sleep},
         {"trap_interrupts", l_trap_interrupts},
         {"interrupted", l_interrupted},
         {NULL, NULL}};

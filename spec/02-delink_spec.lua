@@ -5,6 +5,8 @@ local h = require "spec.support.helpers"
 
 local PRODUCT, CAMPAIGN = h.PRODUCT, h.CAMPAIGN
 
+-- How each answer maps to results, so clients here do not retry (retries = 0): the
+-- retries themselves are specced in spec/11-faults_spec.lua.
 describe("client:delink", function()
     local sim, client
 
@@ -12,7 +14,7 @@ describe("client:delink", function()
     teardown(function() if sim then sim:stop() end end)
     before_each(function()
         sim:reset()
-        client = h.client(sim)
+        client = h.client(sim, { retries = 0 })
     end)
 
     it("delinks one id with the /{related_id} form", function()
@@ -182,7 +184,7 @@ describe("client:delink", function()
         }
         for _, case in ipairs(natural) do
             it(case.code .. " (" .. case.status .. ")", function()
-                local opts = { version = case.version }
+                local opts = { version = case.version, retries = 0 }
                 if case.token then
                     opts.token = "spec-token-special"
                     sim:add_token(opts.token, case.token)
@@ -306,7 +308,8 @@ describe("client:delink", function()
     end)
 
     it("reports a server that is gone as TRANSPORT_ERROR for every id", function()
-        local gone = require("zcrm").new { token = "t0ken-for-nothing", api_domain = "http://127.0.0.1:9" }
+        local gone = require("zcrm").new { token = "t0ken-for-nothing", api_domain = "http://127.0.0.1:9",
+                                                  retries = 0 }
         local res, err = gone:delink("Products", PRODUCT, "Price_Books", h.ids(150))
         h.assert_accounted(res, h.ids(150))
         assert.equal(150, res.failed)
@@ -328,7 +331,7 @@ describe("client:delink", function()
 
     it("reports a server slower than the timeout as TIMEOUT", function()
         sim:config { latency_ms = 1500 }
-        local slow = h.client(sim, { timeout = 0.3 })
+        local slow = h.client(sim, { timeout = 0.3, retries = 0 })
         local res, err = slow:delink("Products", PRODUCT, "Price_Books", { "1" })
         assert.equal("TIMEOUT", err.code)
         assert.equal("TIMEOUT", res[1].code)

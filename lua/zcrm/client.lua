@@ -6,6 +6,7 @@
 local core = require "zcrm.core"
 local errors = require "zcrm.errors"
 local response = require "zcrm.response"
+local retry = require "zcrm.retry"
 local oauth = require "zcrm.oauth"
 local options = require "zcrm.options"
 local token = require "zcrm.token"
@@ -20,9 +21,12 @@ local OPTIONS = {
     -- nginx (see README "OpenResty / nginx")
     thread_pool = "string", shared_dict = "string", shared_key = "string", lock_timeout = "number",
     concurrency = "number",
+    -- failure handling (see README "Failure handling")
+    retries = "number", backoff = "number", deadline = "number", max_body = "number",
 }
 
 local DEFAULT_CONCURRENCY = 4 -- under Zoho's lowest limit (5 calls in flight, Free edition)
+local DEFAULT_MAX_BODY = 4 * 1024 * 1024 -- 100 answers take about 20 KiB
 
 local Client = {}
 Client.__index = Client
@@ -41,7 +45,7 @@ local function new(opts)
     if not opts.token and not opts.refresh then
         error("zcrm.new: give token (an access token) or refresh (a function returning one)", 2)
     end
-    for _, k in pairs { "timeout", "connect_timeout", "lock_timeout" } do
+    for _, k in pairs { "timeout", "connect_timeout", "lock_timeout", "deadline" } do
         -- luacheck: ignore 581 ("not (x > 0)" also refuses NaN)
         if opts[k] and not (opts[k] > 0) then error("zcrm.new: " .. k .. " must be > 0", 2) end
     end
@@ -53,10 +57,23 @@ local function new(opts)
         connect_timeout = opts.connect_timeout or 10,
         ca_file = opts.ca_file,
         concurrency = opts.concurrency or DEFAULT_CONCURRENCY,
+        retries = opts.retries or retry.RETRIES,
+        backoff = opts.backoff or retry.BACKOFF,
+        deadline = opts.deadline,
+        max_body = opts.max_body or DEFAULT_MAX_BODY,
     }, Client)
-    local c = self.concurrency
-    if c ~= math.floor(c) or c < 1 or c > core.MAX_CONCURRENCY then
-        error(format("zcrm.new: concurrency must be an integer from 1 to %d", core.MAX_CONCURRENCY), 2)
+    local function integer(k, lo, hi)
+        local v = self[k]
+        if v ~= math.floor(v) or v < lo or v > hi then
+            error(format("zcrm.new: %s must be an integer from %d to %d", k, lo, hi), 3)
+        end
+    end
+    integer("concurrency", 1, core.MAX_CONCURRENCY)
+    integer("retries", 0, 10)
+    integer("max_body", 1024, 2 ^ 31)
+    -- luacheck: ignore 581 (NaN too)
+    if not (self.backoff >= 0 and self.backoff <= retry.MAX_DELAY) then
+        error(format("zcrm.new: backoff must be from 0 to %d seconds", retry.MAX_DELAY), 2)
     end
     local valid_version, version_why = core.check_version(self.version)
     if not valid_version then error("zcrm.new: version: " .. version_why, 2) end
@@ -67,7 +84,8 @@ local function new(opts)
                              shared_dict = opts.shared_dict, shared_key = opts.shared_key,
                              lock_timeout = opts.lock_timeout },
         transport = transport.new { timeout = self.timeout, connect_timeout = self.connect_timeout,
-                                    ca_file = self.ca_file, thread_pool = opts.thread_pool, slots = self.concurrency },
+                                    ca_file = self.ca_file, max_body = self.max_body,
+                                    thread_pool = opts.thread_pool, slots = self.concurrency },
     }
     return self
 end
@@ -124,54 +142,100 @@ function Client:delink(module, record_id, related_list, ids)
 
     -- Up to `concurrency` calls in flight; each answer is read as it comes, straight
     -- into the results when the ids have no duplicates (plan.dense), else into
-    -- outcome[id]. A call answered 401 INVALID_TOKEN is sent again, once, with a new
-    -- token; at most one refresh per delink is caused that way (`renewed`).
+    -- outcome[id]. Every answer is read, so a call that is sent again and fails for
+    -- good leaves its last error. A call answered 401 INVALID_TOKEN is sent again at
+    -- once with a new token; at most one refresh per delink is caused that way
+    -- (`renewed`). Other failures worth it (zcrm.retry) wait in `later` for their turn.
     local outcome, batches, nbatches = plan.outcome or res, plan.batches, #plan.batches
     local jobs, next_batch, halted, renewed = {}, 1, nil, nil
+    local later, tries, lost = {}, {}, {} -- {batch=, at=}; per batch: retries, answer lost
+    local deadline = self.deadline and transport.now() + self.deadline
     local http = st.transport:open()
 
-    local function fail(b, code, message)
-        local batch = batches[b]
-        response.fail(batch.ids, outcome, code, message, nil, plan.dense and batch.first - 1)
+    local function offset(b)
+        return plan.dense and batches[b].first - 1
     end
 
-    local function launch(b, tok, retried)
+    local function fail(b, why_code, why)
+        response.fail(batches[b].ids, outcome, why_code, why, nil, offset(b))
+    end
+
+    local function launch(b, tok, refreshed)
         local slot, why_code, why = http:start("DELETE", url_of(self, plan_domain, batches[b]), tok)
         if slot then
-            jobs[slot] = { batch = b, token = tok, retried = retried }
+            jobs[slot] = { batch = b, token = tok, refreshed = refreshed }
         else
             fail(b, why_code, tokens:redact(why))
         end
     end
 
-    -- Starts batches until every slot is busy. False when no token could be had for the
-    -- first batch: nothing was sent.
+    -- The batch whose retry is due first, taken out of `later`; nil when none is due.
+    local function due()
+        local now, k = transport.now(), nil
+        for i, r in ipairs(later) do
+            if r.at <= now and (not k or r.at < later[k].at) then k = i end
+        end
+        return k and table.remove(later, k).batch
+    end
+
+    -- Starts due retries, then new batches, until every slot is busy. False when no
+    -- token could be had for the first batch: nothing was sent.
     local function fill()
-        while not halted and next_batch <= nbatches and http:in_flight() < self.concurrency do
+        while not halted and http:in_flight() < self.concurrency do
+            local b, fresh = due(), false
+            if not b and next_batch <= nbatches then b, fresh = next_batch, true end
+            if not b then break end
             local tok, terr = self:_token()
             if not tok then
-                halted = terr
-                if next_batch == 1 then return false end
-            else
-                launch(next_batch, tok, false)
-                next_batch = next_batch + 1
+                halted = terr -- a fresh batch stays unsent: failed with terr at the end
+                if b == 1 and fresh then return false end
+                break
             end
+            if fresh then next_batch = next_batch + 1 end
+            launch(b, tok, false)
         end
         return true
     end
 
-    -- Reads one finished call; sends it again after a 401 INVALID_TOKEN. A batch read
-    -- for good is dropped from the plan (its URL and id list are garbage from then on).
-    local function read(job, status, body, why)
-        local b = job.batch
+    -- Queues batch b for a retry, unless it is out of retries or the pause would end
+    -- past the deadline (or past retry.MAX_DELAY).
+    local function retry_later(b, retry_after, answer_lost)
+        local n = (tries[b] or 0) + 1
+        if n > self.retries then return false end
+        local pause = retry.delay(n, self.backoff, retry_after)
+        local at = transport.now() + pause
+        if pause > retry.MAX_DELAY or (deadline and at > deadline) then return false end
+        tries[b], lost[b] = n, lost[b] or answer_lost
+        later[#later + 1] = { batch = b, at = at }
+        return true
+    end
+
+    -- After a lost answer, "not related" means the lost call removed the id.
+    local function removed_before(b)
+        local batch_ids, off = batches[b].ids, offset(b)
+        for i = 1, #batch_ids do
+            local k = off and off + i or batch_ids[i]
+            local e = outcome[k]
+            if retry.removed_before(e) then
+                outcome[k] = { id = e.id, status = "success", code = "ALREADY_REMOVED",
+                               message = retry.REMOVED_BEFORE, details = e.details }
+            end
+        end
+    end
+
+    -- Reads one finished call, d = {slot, status, body, retry_after} or {slot, nil,
+    -- code, message, unsent}; sends it again, now or later, when that is worth it. A
+    -- batch read for good is dropped from the plan (its URL and ids become garbage).
+    local function read(job, d)
+        local b, status = job.batch, d[2]
         local whole
         if status then
-            local batch = batches[b]
-            whole = response.read(batch.ids, status, body, outcome, plan.dense and batch.first - 1)
+            whole = response.read(batches[b].ids, status, d[3], outcome, offset(b))
+            if lost[b] then removed_before(b) end
         else
-            fail(b, body, tokens:redact(why))
+            fail(b, d[3], tokens:redact(d[4]))
         end
-        if whole and whole.code == "INVALID_TOKEN" and tokens.refresh and not job.retried
+        if whole and whole.code == "INVALID_TOKEN" and tokens.refresh and not job.refreshed
             and job.token ~= renewed then
             local tok, terr = self:_token(job.token) -- refreshes unless another call already did
             if tok then
@@ -181,6 +245,8 @@ function Client:delink(module, record_id, related_list, ids)
             fail(b, terr.code, terr.message)
             halted = halted or terr
         end
+        local worth, answer_lost = retry.classify(status, d[3], d[5])
+        if worth and not halted and retry_later(b, status and d[4], answer_lost) then return end
         batches[b] = nil
     end
 
@@ -189,22 +255,35 @@ function Client:delink(module, record_id, related_list, ids)
             http:close()
             return nil, halted
         end
-        -- Take every call that has finished, refill the freed slots, then read the
-        -- answers: the next calls travel while these are decoded. (Not after a 401: its
-        -- batch may need a slot to be sent again.)
-        local done = { { http:wait() } } -- each {slot, status, body} or {slot, nil, code, message}
-        if done[1][1] == nil then break end
-        repeat
-            local more = { http:poll() }
-            done[#done + 1] = more[1] and more or nil
-        until more[1] == nil
-        local refused = false
-        for _, d in ipairs(done) do
-            d.job, jobs[d[1]] = jobs[d[1]], nil
-            refused = refused or d[2] == 401
+        local pause = nil -- until the next retry is due
+        if not halted and #later > 0 then
+            pause = math.huge
+            for _, r in ipairs(later) do pause = math.min(pause, r.at) end
+            pause = math.max(0, pause - transport.now())
         end
-        if not refused then fill() end
-        for _, d in ipairs(done) do read(d.job, d[2], d[3], d[4]) end
+        if http:in_flight() == 0 then
+            if not pause then break end
+            transport.sleep(pause)
+        else
+            -- Take every call that has finished, refill the freed slots, then read the
+            -- answers: the next calls travel while these are decoded. (Not after a
+            -- 401: its batch may need a slot to be sent again.)
+            local first = { http:wait(pause) } -- {slot, status, body, retry_after} or {slot, nil, code, message, unsent}
+            if first[1] then
+                local done = { first }
+                repeat
+                    local more = { http:poll() }
+                    done[#done + 1] = more[1] and more or nil
+                until more[1] == nil
+                local refused = false
+                for _, d in ipairs(done) do
+                    d.job, jobs[d[1]] = jobs[d[1]], nil
+                    refused = refused or d[2] == 401
+                end
+                if not refused then fill() end
+                for _, d in ipairs(done) do read(d.job, d) end
+            end
+        end
     end
     http:close()
     for b = next_batch, nbatches do fail(b, halted.code, halted.message) end

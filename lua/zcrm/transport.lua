@@ -9,10 +9,11 @@
 --
 --   exchanges = transport:open()                 -- one call's exchanges
 --   slot | nil, code, message = exchanges:start(method, url, token, body, content_type)
---   slot, status, body | slot, nil, code, message | nil = exchanges:wait()
+--   slot, status, body[, retry_after] | slot, nil, code, message | nil = exchanges:wait([seconds])
 --   the same | nil = exchanges:poll()            -- only an exchange already finished
 --   exchanges:close()
 --   status, body | nil, code, message = transport:request(...)   -- all of it, for one exchange
+--   transport.now(), transport.sleep(seconds)    -- the clock and the pause of retries
 
 local core = require "zcrm.core"
 
@@ -28,6 +29,15 @@ local YIELDABLE = { rewrite = true, access = true, content = true, timer = true,
 -- Whether this code runs in an nginx phase where it may yield (and so must not block).
 function M.in_nginx_yieldable()
     return ngx ~= nil and ngx.get_phase ~= nil and YIELDABLE[ngx.get_phase()] == true
+end
+
+-- Seconds on a clock that only moves forward.
+M.now = core.now
+
+-- A pause that yields to nginx's event loop where it can, else blocks.
+function M.sleep(seconds)
+    if M.in_nginx_yieldable() then return ngx.sleep(seconds) end
+    core.sleep(seconds)
 end
 
 local Transport = {}
@@ -85,12 +95,18 @@ function InPool:start(...)
     return nil, "INVALID_ARGUMENT", "all slots are busy"
 end
 
-function InPool:wait()
+-- With a timeout, a sleeping light thread joins the wait: if it ends first, nothing
+-- is returned.
+function InPool:wait(seconds)
     local busy = {}
     for slot = 1, self.transport.session_opts.slots do busy[#busy + 1] = self.threads[slot] end
     if #busy == 0 then return nil end
+    local timer = seconds and ngx.thread.spawn(ngx.sleep, seconds)
+    busy[#busy + 1] = timer or nil
     local r = pack(ngx.thread.wait(unpack(busy)))
+    if timer then ngx.thread.kill(timer) end
     if not r[1] then error("zcrm: light thread failed: " .. tostring(r[2])) end
+    if r[2] == nil then return nil end -- the timer: ngx.sleep returns nothing
     self.threads[r[2]] = nil
     return unpack(r, 2, r.n)
 end
@@ -121,7 +137,7 @@ local Direct = {}
 Direct.__index = Direct
 
 function Direct:start(...) return self.session:start(...) end
-function Direct:wait() return self.session:wait() end
+function Direct:wait(seconds) return self.session:wait(seconds) end
 function Direct:poll() return self.session:poll() end
 function Direct:in_flight() return self.session:in_flight() end
 
