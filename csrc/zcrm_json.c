@@ -157,6 +157,72 @@ int zcrm_json_document(const char *p, const char *end, zcrm_json_value *v)
     return p != NULL && zcrm_json_ws(p, end) == end;
 }
 
+int zcrm_json_open(zcrm_json_cursor *c, const char *p, const char *end, int depth)
+{
+    p = zcrm_json_ws(p, end);
+    if (p >= end || (*p != '{' && *p != '[') || depth > ZCRM_JSON_MAX_DEPTH) return 0;
+    c->start = p;
+    c->close = *p == '{' ? '}' : ']';
+    c->p = p + 1;
+    c->end = end;
+    c->depth = depth;
+    c->members = 0;
+    return 1;
+}
+
+int zcrm_json_step(zcrm_json_cursor *c, zcrm_json_value *key)
+{
+    const char *p = zcrm_json_ws(c->p, c->end);
+    if (p >= c->end) return -1;
+    if (*p == c->close) {
+        c->p = p + 1;
+        return 0;
+    }
+    if (c->members > 0) {
+        if (*p != ',') return -1;
+        p = zcrm_json_ws(p + 1, c->end);
+    }
+    if (c->close == '}') {
+        zcrm_json_value k;
+        if (p >= c->end || *p != '"') return -1;
+        p = value_at(p, c->end, &k, c->depth + 1);
+        if (!p) return -1;
+        p = zcrm_json_ws(p, c->end);
+        if (p >= c->end || *p != ':') return -1;
+        p++;
+        if (key) *key = k;
+    } else if (key) {
+        key->type = ZCRM_JSON_INVALID;
+    }
+    c->members++;
+    c->p = p;
+    return 1;
+}
+
+int zcrm_json_take(zcrm_json_cursor *c, zcrm_json_value *v)
+{
+    const char *p = value_at(c->p, c->end, v, c->depth + 1);
+    if (!p) return 0;
+    c->p = p;
+    return 1;
+}
+
+int zcrm_json_enter(const zcrm_json_cursor *parent, zcrm_json_cursor *child)
+{
+    return zcrm_json_open(child, parent->p, parent->end, parent->depth + 1);
+}
+
+void zcrm_json_leave(zcrm_json_cursor *parent, const zcrm_json_cursor *child, zcrm_json_value *v)
+{
+    parent->p = child->p;
+    if (v) {
+        v->type = child->close == '}' ? ZCRM_JSON_OBJECT : ZCRM_JSON_ARRAY;
+        v->start = child->start;
+        v->end = child->p;
+        v->escaped = 0;
+    }
+}
+
 /* The bytes a scan over a checked container stops at. */
 static const unsigned char structural[256] = {
     ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1,

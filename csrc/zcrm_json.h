@@ -32,6 +32,33 @@ const char *zcrm_json_value_at(const char *p, const char *end, zcrm_json_value *
 /* Checks that [p, end) is exactly one JSON value with optional whitespace around it. */
 int zcrm_json_document(const char *p, const char *end, zcrm_json_value *v);
 
+/* One-pass reading: a cursor walks an object or array, checking as it goes; each
+ * member's value is then either taken whole (zcrm_json_take: checked, and its extent
+ * known) or entered (zcrm_json_enter) to walk its own members. */
+typedef struct {
+    const char *p, *end, *start; /* position; end of text; the opening bracket */
+    char close;                  /* '}' or ']' */
+    int depth, members;
+} zcrm_json_cursor;
+
+/* Opens a cursor on the object or array at p (after whitespace). 0 when there is none. */
+int zcrm_json_open(zcrm_json_cursor *c, const char *p, const char *end, int depth);
+
+/* Moves to the next member: 1 with c->p at its value (and *key set, for objects); 0
+ * after the closing bracket; -1 on a syntax error. */
+int zcrm_json_step(zcrm_json_cursor *c, zcrm_json_value *key);
+
+/* Takes the value at c->p whole, checked, into *v. 0 on a syntax error. */
+int zcrm_json_take(zcrm_json_cursor *c, zcrm_json_value *v);
+
+/* Opens child on the container at parent's position; 0 when the value is not one.
+ * Walk child to its end (zcrm_json_step returns 0), then zcrm_json_leave. */
+int zcrm_json_enter(const zcrm_json_cursor *parent, zcrm_json_cursor *child);
+
+/* Continues parent after child's closing bracket; *v (if not NULL) becomes the child's
+ * whole value. */
+void zcrm_json_leave(zcrm_json_cursor *parent, const zcrm_json_cursor *child, zcrm_json_value *v);
+
 /* Iterates over an object or array of a checked document (zcrm_json_document or
  * zcrm_json_value_at succeeded on it; it is not checked again): *pos starts at NULL;
  * each call sets *key (for objects; NULL allowed for arrays) and *v to the next member

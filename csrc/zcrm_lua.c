@@ -606,9 +606,8 @@ static int l_read(lua_State *L)
         lua_pop(L, 1);
     }
 
-    zcrm_reply_read(body, len, (long)status, &r);
+    zcrm_reply_read(body, len, (long)status, idp, idl, n, &r, answer);
     if (r.kind == ZCRM_REPLY_DATA) {
-        zcrm_reply_match(&r, idp, idl, n, answer);
         for (i = 0; i < n; i++) {
             lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 7: id */
             if (!answer[i].table)

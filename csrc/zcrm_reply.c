@@ -4,47 +4,9 @@
 #include <string.h>
 #include "zcrm_reply.h"
 
-static int is_table(const zcrm_json_value *v)
-{
-    return v->type == ZCRM_JSON_OBJECT || v->type == ZCRM_JSON_ARRAY;
-}
-
 static int has_text(const zcrm_json_value *v)
 {
     return v->type == ZCRM_JSON_STRING || v->type == ZCRM_JSON_NUMBER;
-}
-
-/* The member `name` of object o (the last one, as decoders keep the last duplicate). */
-static int member(const zcrm_json_value *o, const char *name, zcrm_json_value *out)
-{
-    const char *pos = NULL;
-    zcrm_json_value k, v;
-    int found = 0;
-    out->type = ZCRM_JSON_INVALID;
-    if (o->type != ZCRM_JSON_OBJECT) return 0;
-    while (zcrm_json_next(o, &pos, &k, &v))
-        if (zcrm_json_string_is(&k, name)) {
-            *out = v;
-            found = 1;
-        }
-    return found;
-}
-
-void zcrm_reply_fields_of(const zcrm_json_value *v, zcrm_reply_fields *f)
-{
-    const char *pos = NULL;
-    zcrm_json_value k, m;
-    memset(f, 0, sizeof *f); /* every field INVALID (0) */
-    f->table = is_table(v);
-    if (v->type != ZCRM_JSON_OBJECT) return;
-    /* One pass over the members; a later duplicate wins. */
-    while (zcrm_json_next(v, &pos, &k, &m)) {
-        if (zcrm_json_string_is(&k, "code")) f->code = m;
-        else if (zcrm_json_string_is(&k, "message")) f->message = m;
-        else if (zcrm_json_string_is(&k, "status")) f->status = m;
-        else if (zcrm_json_string_is(&k, "details")) f->details = m;
-    }
-    member(&f->details, "id", &f->id);
 }
 
 long zcrm_reply_text(const zcrm_json_value *v, char *buf, size_t size, const char **text)
@@ -79,29 +41,6 @@ long zcrm_reply_text(const zcrm_json_value *v, char *buf, size_t size, const cha
     return -1;
 }
 
-void zcrm_reply_read(const char *body, size_t len, long http_status, zcrm_reply *r)
-{
-    zcrm_json_value data;
-    memset(r, 0, sizeof *r);
-    if (!zcrm_json_document(body, body + len, &r->doc)) {
-        r->kind = ZCRM_REPLY_NOT_JSON;
-        return;
-    }
-    r->kind = ZCRM_REPLY_WRONG_SHAPE;
-    if (r->doc.type != ZCRM_JSON_OBJECT) return;
-    if (member(&r->doc, "data", &data)) {
-        if (is_table(&data) && (http_status == 200 || http_status == 207 || http_status == 400)) {
-            r->kind = ZCRM_REPLY_DATA;
-            r->data = data;
-        }
-        return;
-    }
-    zcrm_reply_fields_of(&r->doc, &r->fields);
-    if (has_text(&r->fields.code) &&
-        (http_status >= 400 || zcrm_json_string_is(&r->fields.status, "error")))
-        r->kind = ZCRM_REPLY_FLAT;
-}
-
 static int id_is(const zcrm_json_value *id, const char *s, size_t len)
 {
     char buf[64];
@@ -110,39 +49,150 @@ static int id_is(const zcrm_json_value *id, const char *s, size_t len)
     return n >= 0 && (size_t)n == len && memcmp(text, s, len) == 0;
 }
 
-void zcrm_reply_match(const zcrm_reply *r, const char *const *ids, const size_t *lens, size_t n,
-                      zcrm_reply_fields *answer)
+/* Walks an object's members: code, message, status and details (with details.id) are
+ * kept, the rest is checked and skipped. 0 on a syntax error. */
+static int read_fields(zcrm_json_cursor *c, zcrm_reply_fields *f)
 {
-    const char *pos = NULL;
-    zcrm_json_value e;
-    zcrm_reply_fields f;
-    size_t i, j;
-    int loose = 0;
-    for (i = 0; i < n; i++) answer[i].table = 0;
-    if (r->kind != ZCRM_REPLY_DATA || r->data.type != ZCRM_JSON_ARRAY) return;
+    zcrm_json_value k, skip;
+    int more;
+    while ((more = zcrm_json_step(c, &k)) == 1) {
+        zcrm_json_value *into = &skip;
+        if (zcrm_json_string_is(&k, "code")) into = &f->code;
+        else if (zcrm_json_string_is(&k, "message")) into = &f->message;
+        else if (zcrm_json_string_is(&k, "status")) into = &f->status;
+        else if (zcrm_json_string_is(&k, "details")) {
+            zcrm_json_cursor d;
+            f->id.type = ZCRM_JSON_INVALID;
+            if (zcrm_json_enter(c, &d) && d.close == '}') {
+                zcrm_json_value dk;
+                int dmore;
+                while ((dmore = zcrm_json_step(&d, &dk)) == 1)
+                    if (!zcrm_json_take(&d, zcrm_json_string_is(&dk, "id") ? &f->id : &skip)) return 0;
+                if (dmore < 0) return 0;
+                zcrm_json_leave(c, &d, &f->details);
+                continue;
+            }
+            into = &f->details;
+        }
+        if (!zcrm_json_take(c, into)) return 0;
+    }
+    return more == 0;
+}
 
-    /* First the entries that name an id: the first to name it claims it. */
-    for (i = 0; zcrm_json_next(&r->data, &pos, NULL, &e); i++) {
-        zcrm_reply_fields_of(&e, &f);
-        if (!f.table) continue;
-        if (!has_text(&f.id)) {
-            loose = 1;
+/* Matching state of one data array. */
+typedef struct {
+    const char *const *ids;
+    const size_t *lens;
+    size_t n, count;
+    zcrm_reply_fields *answer;
+    zcrm_reply_fields loose[ZCRM_MAX_IDS_PER_CALL]; /* entries without an id, by position */
+} matcher;
+
+/* Element i: the first entry naming a sent id claims it; one without an id is held. */
+static void match(matcher *m, size_t i, const zcrm_reply_fields *f)
+{
+    size_t j;
+    if (!f->table) return;
+    if (!has_text(&f->id)) {
+        if (i < m->n) m->loose[i] = *f;
+        return;
+    }
+    if (!(i < m->n && id_is(&f->id, m->ids[i], m->lens[i]))) {
+        for (j = 0; j < m->n && !id_is(&f->id, m->ids[j], m->lens[j]); j++) {}
+        if (j == m->n) return; /* an id that was not sent */
+        i = j;
+    }
+    if (!m->answer[i].table) m->answer[i] = *f;
+}
+
+/* Walks the data array, matching as it goes. 0 on a syntax error. */
+static int read_data(zcrm_json_cursor *c, matcher *m)
+{
+    zcrm_json_cursor a;
+    int more;
+    size_t i;
+    for (i = 0; i < m->n; i++) m->answer[i].table = m->loose[i].table = 0;
+    if (!zcrm_json_enter(c, &a)) return 0;
+    for (m->count = 0; (more = zcrm_json_step(&a, NULL)) == 1; m->count++) {
+        zcrm_reply_fields f;
+        zcrm_json_cursor e;
+        zcrm_json_value skip;
+        memset(&f, 0, sizeof f);
+        if (zcrm_json_enter(&a, &e) && e.close == '}') {
+            f.table = 1;
+            if (!read_fields(&e, &f)) return 0;
+            zcrm_json_leave(&a, &e, NULL);
+        } else {
+            if (!zcrm_json_take(&a, &skip)) return 0;
+            f.table = skip.type == ZCRM_JSON_ARRAY; /* an entry, without fields */
+        }
+        match(m, m->count, &f);
+    }
+    if (more < 0) return 0;
+    zcrm_json_leave(c, &a, NULL);
+    return 1;
+}
+
+void zcrm_reply_read(const char *body, size_t len, long http_status,
+                     const char *const *ids, const size_t *lens, size_t n,
+                     zcrm_reply *r, zcrm_reply_fields *answer)
+{
+    const char *end = body + len;
+    zcrm_json_cursor doc;
+    zcrm_json_value k, v;
+    matcher m;
+    int more, data = 0; /* the last "data" member: 0 none, 1 an array read, 2 other */
+    int data_statuses = http_status == 200 || http_status == 207 || http_status == 400;
+    size_t i;
+
+    memset(r, 0, sizeof *r);
+    m.ids = ids;
+    m.lens = lens;
+    m.n = n;
+    m.answer = answer;
+    for (i = 0; i < n; i++) answer[i].table = 0;
+    r->kind = ZCRM_REPLY_NOT_JSON;
+    if (!zcrm_json_open(&doc, body, end, 0) || doc.close != '}') {
+        if (zcrm_json_document(body, end, &v)) r->kind = ZCRM_REPLY_WRONG_SHAPE;
+        goto out;
+    }
+    while ((more = zcrm_json_step(&doc, &k)) == 1) {
+        zcrm_json_value *into = &v;
+        if (zcrm_json_string_is(&k, "data")) {
+            zcrm_json_cursor probe;
+            if (data_statuses && zcrm_json_enter(&doc, &probe) && probe.close == ']') {
+                if (!read_data(&doc, &m)) goto out;
+                data = 1;
+                continue;
+            }
+            if (!zcrm_json_take(&doc, &v)) goto out;
+            /* an object counts as a data array without entries */
+            data = data_statuses && v.type == ZCRM_JSON_OBJECT ? 1 : 2;
+            if (data == 1) {
+                m.count = 0;
+                for (i = 0; i < n; i++) answer[i].table = m.loose[i].table = 0;
+            }
             continue;
         }
-        if (i < n && id_is(&f.id, ids[i], lens[i])) {
-            j = i;
-        } else {
-            for (j = 0; j < n && !id_is(&f.id, ids[j], lens[j]); j++) {}
-            if (j == n) continue; /* an id that was not sent */
-        }
-        if (!answer[j].table) answer[j] = f;
+        if (zcrm_json_string_is(&k, "code")) into = &r->fields.code;
+        else if (zcrm_json_string_is(&k, "message")) into = &r->fields.message;
+        else if (zcrm_json_string_is(&k, "status")) into = &r->fields.status;
+        else if (zcrm_json_string_is(&k, "details")) into = &r->fields.details;
+        if (!zcrm_json_take(&doc, into)) goto out;
     }
-    /* Then entries without an id answer the id at their position, if still open, but
-     * only when there is one element per id. */
-    if (!loose || i != n) return;
-    pos = NULL;
-    for (i = 0; zcrm_json_next(&r->data, &pos, NULL, &e); i++) {
-        zcrm_reply_fields_of(&e, &f);
-        if (f.table && !has_text(&f.id) && !answer[i].table) answer[i] = f;
+    if (more < 0 || zcrm_json_ws(doc.p, end) != end) goto out;
+
+    r->kind = ZCRM_REPLY_WRONG_SHAPE;
+    if (data == 1) {
+        r->kind = ZCRM_REPLY_DATA;
+        if (m.count == n) /* entries without an id answer the id at their position */
+            for (i = 0; i < n; i++)
+                if (m.loose[i].table && !answer[i].table) answer[i] = m.loose[i];
+    } else if (data == 0 && has_text(&r->fields.code) &&
+               (http_status >= 400 || zcrm_json_string_is(&r->fields.status, "error"))) {
+        r->kind = ZCRM_REPLY_FLAT;
     }
+out:
+    if (r->kind != ZCRM_REPLY_DATA)
+        for (i = 0; i < n; i++) answer[i].table = 0;
 }
