@@ -45,5 +45,6 @@ zcrm_code zcrm_dedupe(const char *const *ids, const size_t *lens, size_t n,
 
 size_t zcrm_batch_count(size_t n)
 {
-    return (n + ZCRM_MAX_IDS_PER_CALL - 1) / ZCRM_MAX_IDS_PER_CALL;
+    /* Not (n + 99) / 100, which wraps to 0 for n near SIZE_MAX (found by fuzz/batch_fuzz.c). */
+    return n / ZCRM_MAX_IDS_PER_CALL + (n % ZCRM_MAX_IDS_PER_CALL != 0);
 }

@@ -63,12 +63,17 @@ static int read_fields(zcrm_json_cursor *c, zcrm_reply_fields *f)
         else if (zcrm_json_string_is(&k, "details")) {
             zcrm_json_cursor d;
             f->id.type = ZCRM_JSON_INVALID;
+            f->details_is_id = 0;
             if (zcrm_json_enter(c, &d) && d.close == '}') {
                 zcrm_json_value dk;
-                int dmore;
-                while ((dmore = zcrm_json_step(&d, &dk)) == 1)
-                    if (!zcrm_json_take(&d, zcrm_json_string_is(&dk, "id") ? &f->id : &skip)) return 0;
+                int dmore, others = 0;
+                while ((dmore = zcrm_json_step(&d, &dk)) == 1) {
+                    int is_id = zcrm_json_string_is(&dk, "id");
+                    others += !is_id;
+                    if (!zcrm_json_take(&d, is_id ? &f->id : &skip)) return 0;
+                }
                 if (dmore < 0) return 0;
+                f->details_is_id = !others && d.members == 1 && has_text(&f->id);
                 zcrm_json_leave(c, &d, &f->details);
                 continue;
             }

@@ -32,6 +32,18 @@ describe("core.read", function()
         assert.is_false(errors.is(out["1"]))
     end)
 
+    it("makes a success entry's details, when they only repeat its id, on first read", function()
+        local body = cjson.encode { data = { entry("1", true), entry("2", true, { details = { id = "2", x = 1 } }) } }
+        local out = read({ "1", "2" }, 200, body)
+        assert.is_nil(rawget(out["1"], "details")) -- not stored until read
+        local d = out["1"].details
+        assert.same({ id = "1" }, d)
+        assert.equal(d, rawget(out["1"], "details")) -- then kept: the same table each time
+        assert.equal(d, out["1"].details)
+        assert.same({ id = "2", x = 1 }, rawget(out["2"], "details")) -- more than the id: as sent
+        assert.is_nil(out["1"].nothing)
+    end)
+
     it("writes to out[offset + i] when given an offset", function()
         local body = cjson.encode { data = { entry("7", true), entry("8", true) } }
         local out = read({ "7", "8" }, 200, body, 40)
