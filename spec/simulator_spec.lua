@@ -458,6 +458,251 @@ describe("zoho simulator", function()
     end)
   end)
 
+  describe("connection faults (action)", function()
+    local ALL = { "2", "3" }
+
+    before_each(function()
+      sim:seed("Products", "1", "Leads", ALL)
+    end)
+
+    -- One request on a fresh connection, read until the server closes it: for the
+    -- faults that close. Returns the raw bytes ("" when nothing was answered).
+    local function raw(path, method, headers, body)
+      local c = connect(sim.port)
+      c:send_request(method or "DELETE", path, headers or auth(), body)
+      local data, _, partial = c.s:receive("*a")
+      c:close()
+      return data or partial
+    end
+
+    -- status, headers (lower-case names), body of raw bytes.
+    local function parse(bytes)
+      local head, body = bytes:match("^(.-)\r\n\r\n(.*)$")
+      local status = tonumber(head:match("^HTTP/1%.1 (%d+)"))
+      local headers = {}
+      for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do headers[k:lower()] = v end
+      return status, headers, body
+    end
+
+    local function removed() return sim:removed("Products", "1", "Leads") end
+    local function related() return sim:relations("Products", "1", "Leads") end
+
+    it("reset closes the connection without answering and applies nothing", function()
+      sim:inject { action = "reset", count = 2 }
+      assert.equal("", raw("/crm/v8/Products/1/Leads?ids=2,3"))
+      assert.equal("", raw("/crm/v8/Products/1/Leads/2"))
+      assert.same(ALL, related())
+      assert.same({}, removed())
+      local res = del("/crm/v8/Products/1/Leads/2")
+      assert.equal(200, res.status, "count 2: the third request is answered")
+      local log = sim:log()
+      assert.equal(3, #log)
+      assert.equal(444, log[1].status)
+      assert.equal("reset", log[1].action)
+      assert.is_nil(log[3].action)
+      assert.same({ 2, 1, 1 }, sim:counters().ids_per_request)
+    end)
+
+    it("drop_after_apply removes the relations, then closes without answering", function()
+      sim:inject { action = "drop_after_apply" }
+      assert.equal("", raw("/crm/v8/Products/1/Leads?ids=2,9"))
+      assert.same({ "3" }, related())
+      assert.same({ "2" }, removed())
+      assert.same({ status = 444, action = "drop_after_apply" },
+        { status = sim:log()[1].status, action = sim:log()[1].action })
+      -- The retry of a dropped call finds the relation gone.
+      local res = del("/crm/v8/Products/1/Leads?ids=2,9")
+      assert.equal(400, res.status)
+      assert.same({ data = { entry("2", false), entry("9", false) } }, res.json)
+    end)
+
+    it("drop_after_apply on the token endpoint grants a token nobody receives", function()
+      sim:oauth_client { client_id = "cid", client_secret = "csecret", refresh_token = "rtok" }
+      sim:inject { action = "drop_after_apply", target = "token" }
+      assert.equal("", raw("/oauth/v2/token", "POST", { ["Content-Type"] = "application/x-www-form-urlencoded" },
+        "grant_type=refresh_token&client_id=cid&client_secret=csecret&refresh_token=rtok"))
+      assert.equal(1, sim:counters().token_grants)
+      assert.is_string(refresh().json.access_token, "once")
+    end)
+
+    it("truncate answers the real status and full Content-Length, then half the body", function()
+      sim:inject { action = "truncate" }
+      local status, headers, body = parse(raw("/crm/v8/Products/1/Leads?ids=2,9"))
+      assert.equal(207, status)
+      assert.equal("application/json", headers["content-type"])
+      local full = cjson.encode({ data = { entry("2", true), entry("9", false) } })
+      local length = tonumber(headers["content-length"])
+      assert.equal(#full, length, "announces the whole body")
+      assert.equal(math.floor(length / 2), #body)
+      assert.equal('{"data":[{', body:sub(1, 10))
+      assert.same({ "3" }, related(), "the delink was applied")
+      assert.same({ "2" }, removed())
+      assert.equal(207, sim:log()[1].status)
+      assert.equal("truncate", sim:log()[1].action)
+    end)
+
+    it("truncate sends size bytes, of an injected answer too, and always fewer than announced", function()
+      sim:inject { action = "truncate", size = 10 }
+      sim:inject { action = "truncate", status = 502, body = "<html>bad gateway</html>", content_type = "text/html",
+        size = 6 }
+      sim:inject { action = "truncate", size = 1000000 }
+      local status, headers, body = parse(raw("/crm/v8/Products/1/Leads/2"))
+      assert.equal(200, status)
+      assert.equal(10, #body)
+      assert.is_true(tonumber(headers["content-length"]) > 10)
+      status, headers, body = parse(raw("/crm/v8/Products/1/Leads/3"))
+      assert.equal(502, status)
+      assert.equal("text/html", headers["content-type"])
+      assert.equal("24", headers["content-length"])
+      assert.equal("<html>", body)
+      assert.same({ "3" }, related(), "an injected answer applies nothing")
+      status, headers, body = parse(raw("/crm/v8/Products/1/Leads/3"))
+      assert.equal(200, status)
+      assert.equal(tonumber(headers["content-length"]) - 1, #body)
+      assert.same(ALL, removed())
+    end)
+
+    it("delay answers normally after delay_ms", function()
+      sim:inject { action = "delay", delay_ms = 300 }
+      local t0 = socket.gettime()
+      local res = del("/crm/v8/Products/1/Leads/2")
+      assert.is_true(socket.gettime() - t0 >= 0.29)
+      assert.equal(200, res.status)
+      assert.same({ data = { entry("2", true) } }, res.json)
+      assert.equal("delay", sim:log()[1].action)
+      t0 = socket.gettime()
+      assert.equal(200, del("/crm/v8/Products/1/Leads/3").status)
+      assert.is_true(socket.gettime() - t0 < 0.25, "once")
+    end)
+
+    it("delay outlasts a client's timeout, and the delink is still applied", function()
+      sim:inject { action = "delay", delay_ms = 300 }
+      local c = connect(sim.port)
+      c.s:settimeout(0.05)
+      c:send_request("DELETE", "/crm/v8/Products/1/Leads/2", auth())
+      local line, err = c.s:receive("*l")
+      c:close()
+      assert.is_nil(line)
+      assert.equal("timeout", err)
+      assert.same({}, removed(), "not yet")
+      local t0 = socket.gettime()
+      while #removed() == 0 and socket.gettime() - t0 < 2 do socket.sleep(0.02) end
+      assert.same({ "2" }, removed())
+      assert.same({ "3" }, related())
+    end)
+
+    it("delay_ms delays any fault", function()
+      sim:inject { code = "INTERNAL_ERROR", delay_ms = 200 }
+      local t0 = socket.gettime()
+      assert_flat(del("/crm/v8/Products/1/Leads/2"), "INTERNAL_ERROR")
+      assert.is_true(socket.gettime() - t0 >= 0.19)
+    end)
+
+    it("oversize answers 200 with a JSON-looking body of exactly size bytes and applies nothing", function()
+      local size = 9 * 1024 * 1024
+      sim:inject { action = "oversize", size = size }
+      sim:inject { action = "oversize", size = 5 }
+      local res = del("/crm/v8/Products/1/Leads/2")
+      assert.equal(200, res.status)
+      assert.equal("application/json", res.headers["content-type"])
+      assert.equal(size, tonumber(res.headers["content-length"]))
+      assert.equal(size, #res.body)
+      assert.equal('{"data":[],"padding":"xxx', res.body:sub(1, 25))
+      assert.same({}, res.json.data)
+      assert.equal('{"dat', del("/crm/v8/Products/1/Leads/2").body)
+      assert.same(ALL, related())
+      assert.same({}, removed())
+    end)
+
+    it("keeps every answer-shaped fault expressible: 429, 5xx, HTML 502, wrong shapes, odd data arrays", function()
+      local faults = {
+        { code = "TOO_MANY_REQUESTS" },
+        { code = "TOO_MANY_REQUESTS", headers = { ["Retry-After"] = "3" } },
+        { code = "INTERNAL_ERROR" },
+        { status = 503, body = "" },
+        { status = 502, body = "<html><body>502 Bad Gateway</body></html>", content_type = "text/html" },
+        { status = 200, body = '{"data":{"code":"SUCCESS"}}' },
+        { status = 200, body = '["SUCCESS"]' },
+        { status = 200, body = cjson.encode({ data = { entry("2", true) } }) },                   -- shorter
+        { status = 200, body = cjson.encode({ data = { entry("2", true), entry("3", true), entry("4", true) } }) },
+        { status = 200, body = cjson.encode({ data = { entry("7", true), entry("8", true) } }) }, -- other ids
+      }
+      for _, f in ipairs(faults) do sim:inject(f) end
+      for i, f in ipairs(faults) do
+        local res = del("/crm/v8/Products/1/Leads?ids=2,3")
+        assert.equal(f.status or CANONICAL[f.code][1], res.status, i)
+        assert.equal(f.content_type or "application/json", res.headers["content-type"], i)
+        if f.body then assert.equal(f.body, res.body, i) end
+        if f.headers then assert.equal("3", res.headers["retry-after"], i) end
+      end
+      assert.same(ALL, related())
+      assert.same({}, removed())
+    end)
+
+    it("refuses malformed action faults with a clear error", function()
+      local cases = {
+        { { action = "explode" }, "unknown action explode" },
+        { { action = "delay" }, "action delay needs delay_ms" },
+        { { action = "delay", delay_ms = -1 }, "delay_ms must be >= 0" },
+        { { action = "delay", delay_ms = "soon" }, "delay_ms must be a number" },
+        { { action = "oversize" }, "action oversize needs size" },
+        { { action = "oversize", size = 1.5 }, "size must be an integer >= 0" },
+        { { action = "oversize", size = 2 ^ 40 }, "size must be at most" },
+        { { action = "oversize", size = 10, body = "x" }, "no code or body" },
+        { { action = "reset", code = "INTERNAL_ERROR" }, "code makes no sense with action reset" },
+        { { action = "drop_after_apply", status = 500 }, "status makes no sense with action drop_after_apply" },
+        { { code = "INTERNAL_ERROR", size = 10 }, "size is for actions oversize and truncate" },
+        { {}, "inject needs code, status or action" },
+      }
+      for _, case in ipairs(cases) do
+        local ok, err = pcall(sim.inject, sim, case[1])
+        assert.is_false(ok, case[2])
+        assert.matches(case[2], err, 1, true)
+      end
+      assert.equal(200, del("/crm/v8/Products/1/Leads/2").status, "nothing was queued")
+    end)
+  end)
+
+  describe("removed relations and requests per id", function()
+    it("records what the server removed, whatever it answered", function()
+      sim:seed("Products", "1", "Leads", { "1", "2", "3", "4" })
+      sim:seed("Products", "2", "Leads", { "1" })
+      del("/crm/v8/Products/1/Leads?ids=3,9,1")
+      del("/crm/v8/Products/1/Leads/1")            -- already gone: INVALID_DATA
+      sim:inject { code = "INTERNAL_ERROR" }
+      del("/crm/v8/Products/1/Leads/2")            -- refused: nothing removed
+      sim:add_token("noperm", { no_permission = true })
+      del("/crm/v8/Products/1/Leads/4", "noperm")
+      assert.same({ "1", "3" }, sim:removed("Products", "1", "Leads"))
+      assert.same({ "2", "4" }, sim:relations("Products", "1", "Leads"))
+      assert.same({}, sim:removed("Products", "2", "Leads"))
+      assert.same({}, sim:removed("Products", "1", "Price_Books"))
+      sim:seed("Products", "1", "Leads", { "1" })
+      assert.same({ "1", "3" }, sim:removed("Products", "1", "Leads"), "seeding again forgets nothing")
+      sim:reset()
+      assert.same({}, sim:removed("Products", "1", "Leads"))
+    end)
+
+    it("takes numbers and validates its arguments", function()
+      sim:seed("Products", 1, "Leads", { 5 })
+      del("/crm/v8/Products/1/Leads/5")
+      assert.same({ "5" }, sim:removed("Products", 1, "Leads"))
+      assert.has_error(function() sim:removed("Products", "", "Leads") end)
+    end)
+
+    it("counts the API requests that carried each id", function()
+      sim:seed("Products", "1", "Leads", { "1", "2", "3" })
+      sim:oauth_client { client_id = "cid", client_secret = "csecret", refresh_token = "rtok" }
+      del("/crm/v8/Products/1/Leads?ids=1,2")
+      del("/crm/v8/Products/1/Leads/1")
+      sim:inject { action = "reset" }
+      pcall(del, "/crm/v8/Products/1/Leads?ids=2%2C3&ids=3,3")
+      del("/crm/v8/Products/1/Leads")
+      refresh()
+      assert.same({ ["1"] = 2, ["2"] = 2, ["3"] = 1 }, sim:requests_per_id())
+    end)
+  end)
+
   describe("token endpoint", function()
     before_each(function()
       sim:oauth_client { client_id = "cid", client_secret = "csecret", refresh_token = "rtok" }
@@ -816,6 +1061,39 @@ describe("zoho simulator", function()
         assert.is_nil(io.open(prefix .. "/nginx.conf"))
       end
       assert.is_nil(socket.connect("127.0.0.1", s.port))
+    end)
+
+    it("serves the API over https with tls, control calls over http", function()
+      local s = simulator.start { tls = true }
+      finally(function() s:stop() end)
+      assert.matches("^https://127%.0%.0%.1:%d+$", s.url)
+      assert.equal("https://127.0.0.1:" .. s.port, s.url)
+      assert.matches("^http://127%.0%.0%.1:%d+$", s.control_url)
+      assert.equal(s.prefix .. "/cert.pem", s.ca_file)
+      s:add_token("tok")
+      s:seed("Products", "1", "Leads", { "2" })
+      local function curl(args)
+        local p = io.popen("env -u LD_PRELOAD curl -s " .. args .. " 2>&1")
+        local out = p:read("*a")
+        p:close()
+        return out
+      end
+      local function delete(url, ca)
+        return curl("-o /dev/null -w '%{http_code}' -X DELETE -H 'Authorization: Zoho-oauthtoken tok'"
+          .. (ca and " --cacert '" .. ca .. "'" or "") .. " '" .. url .. "/crm/v8/Products/1/Leads/2'")
+      end
+      assert.equal("000", delete(s.url), "not verified without the CA")
+      assert.equal("200", delete(s.url, s.ca_file))
+      assert.equal("400", delete("https://localhost:" .. s.port, s.ca_file), "a name of the certificate")
+      assert.same({ "2" }, s:removed("Products", "1", "Leads"))
+      -- Granted over https, the token's api_domain is the https URL.
+      s:oauth_client { client_id = "cid", client_secret = "csecret", refresh_token = "rtok" }
+      local grant = cjson.decode(curl("--cacert '" .. s.ca_file .. "' -d grant_type=refresh_token -d client_id=cid"
+        .. " -d client_secret=csecret -d refresh_token=rtok '" .. s.url .. "/oauth/v2/token'"))
+      assert.equal(s.url, grant.api_domain)
+      local prefix = s.prefix
+      s:stop()
+      if not os.getenv("ZCRM_SIM_KEEP") then assert.is_nil(io.open(prefix .. "/cert.pem")) end
     end)
 
     it("runs as a script and stops at end of input", function()

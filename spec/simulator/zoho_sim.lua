@@ -98,8 +98,9 @@ local function is_digits(s)
   return type(s) == "string" and s:match("^%d+$") ~= nil
 end
 
+-- The URL this request came in on: http, or https on the TLS listener.
 local function base_url()
-  return "http://127.0.0.1:" .. ngx.var.server_port
+  return ngx.var.scheme .. "://127.0.0.1:" .. ngx.var.server_port
 end
 
 -- Runs fn under a cross-worker lock. The key expires so that a worker that
@@ -152,13 +153,22 @@ local function flat_error(code, details, message)
   })
 end
 
+-- res.close: close the connection without answering (nginx's 444).
+-- res.truncate: announce the whole body's length, send that many bytes of it,
+-- then close.
 local function send(res)
+  if res.close then return ngx.exit(444) end
   ngx.status = res.status
   ngx.header["Content-Type"] = res.content_type
   for k, v in pairs(res.headers or {}) do ngx.header[k] = v end
   local body = res.body or ""
   -- An explicit length keeps responses unchunked for simple test clients.
   ngx.header["Content-Length"] = #body
+  if res.truncate then
+    ngx.print(body:sub(1, res.truncate))
+    ngx.flush(true)
+    return ngx.exit(444)
+  end
   ngx.print(body)
 end
 
@@ -191,7 +201,9 @@ end
 ---------------------------------------------------------------------------
 -- Relations. A relation key holds 1 while related. Delinking decrements it:
 -- only the request that sees 0 removed it, so concurrent delinks of one id
--- from several workers report exactly one SUCCESS.
+-- from several workers report exactly one SUCCESS. That request also counts
+-- the removal under "rm|", which removed() reads: what the server really did,
+-- whatever answer the client got (or did not get).
 
 local function rel_list_key(module, record, related)
   return module .. "|" .. record .. "|" .. related
@@ -219,13 +231,14 @@ local function seed(module, record, related, ids)
   end)
 end
 
-local function relations(module, record, related)
+-- The seeded ids of a list for which keep(key suffix) holds, sorted: numeric
+-- order for digit strings (shorter first), then plain string order.
+local function seeded_ids(module, record, related, keep)
   local lk = rel_list_key(module, record, related)
   local ids = {}
   for _, id in ipairs(decode(dict:get("relidx|" .. lk)) or {}) do
-    if dict:get("rel|" .. lk .. "|" .. id) == 1 then ids[#ids + 1] = id end
+    if keep(lk .. "|" .. id) then ids[#ids + 1] = id end
   end
-  -- Numeric order for digit strings (shorter first), then plain string order.
   table.sort(ids, function(a, b)
     if #a ~= #b then return #a < #b end
     return a < b
@@ -233,8 +246,22 @@ local function relations(module, record, related)
   return ids
 end
 
+local function relations(module, record, related)
+  return seeded_ids(module, record, related, function(k) return dict:get("rel|" .. k) == 1 end)
+end
+
+-- Only seeded ids can be removed, so the seed index covers every removal.
+local function removed(module, record, related)
+  return seeded_ids(module, record, related, function(k) return (dict:get("rm|" .. k) or 0) > 0 end)
+end
+
 local function unlink(module, record, related, id)
-  return dict:incr("rel|" .. rel_list_key(module, record, related) .. "|" .. id, -1) == 0
+  local k = rel_list_key(module, record, related) .. "|" .. id
+  if dict:incr("rel|" .. k, -1) ~= 0 then return false end
+  -- safe_set: recording a removal must never evict a relation (incr with an initial
+  -- value does evict when the dict is full); at worst the record is incomplete.
+  dict:safe_set("rm|" .. k, 1)
+  return true
 end
 
 ---------------------------------------------------------------------------
@@ -427,20 +454,68 @@ end
 ---------------------------------------------------------------------------
 -- Faults injected by tests, FIFO per target. Each queued fault is pushed
 -- `count` times so that lpop (atomic) hands one use to one request.
+--
+-- A fault first sleeps delay_ms (if given). Its answer is then: code -> that
+-- canonical error; status/body -> that raw answer; action "oversize" -> a 200
+-- JSON-looking body of `size` bytes; otherwise the real handler's answer (the
+-- delink is applied). The action decides how the answer is delivered:
+--   reset             close the connection, nothing applied, nothing sent
+--   drop_after_apply  apply the real request, then close without answering
+--   truncate          the answer's status and full Content-Length, but only
+--                     `size` bytes of its body (default half), then close
+--   delay             answer normally after delay_ms (client timeouts)
+--   oversize          see above; nothing applied
 
-local function injected_response(f)
+local ACTIONS = set { "reset", "drop_after_apply", "truncate", "delay", "oversize" }
+
+local MAX_OVERSIZE = 256 * 1024 * 1024
+
+-- Valid JSON when size allows: {"data":[],"padding":"xxx..."}; else its first bytes.
+local function oversize_body(size)
+  local head, tail = '{"data":[],"padding":"', '"}'
+  if size < #head + #tail then return (head .. tail):sub(1, size) end
+  return head .. string.rep("x", size - #head - #tail) .. tail
+end
+
+local function injected_response(f, handler, cfg)
+  if f.delay_ms then ngx.sleep(f.delay_ms / 1000) end
+  local action = f.action
+  if action == "reset" then return { status = 444, close = true } end
+  if action == "drop_after_apply" then
+    handler(cfg)
+    return { status = 444, close = true }
+  end
+  local res
   if f.code then
-    local res = flat_error(f.code, f.details, f.message)
+    res = flat_error(f.code, f.details, f.message)
     res.status = f.status or res.status
     res.headers = f.headers
-    return res
+  elseif action == "oversize" then
+    res = {
+      status = f.status or 200,
+      body = oversize_body(f.size),
+      content_type = f.content_type or "application/json",
+      headers = f.headers,
+    }
+  elseif f.status then
+    res = {
+      status = f.status,
+      body = f.body or "",
+      content_type = f.content_type or "application/json",
+      headers = f.headers,
+    }
+  else
+    res = handler(cfg)
+    for k, v in pairs(f.headers or {}) do
+      res.headers = res.headers or {}
+      res.headers[k] = v
+    end
   end
-  return {
-    status = f.status or 500,
-    body = f.body or "",
-    content_type = f.content_type or "application/json",
-    headers = f.headers,
-  }
+  if action == "truncate" then
+    -- Always short of the announced length, unless the body is empty.
+    res.truncate = math.max(0, math.min(f.size or math.floor(#res.body / 2), #res.body - 1))
+  end
+  return res
 end
 
 ---------------------------------------------------------------------------
@@ -461,13 +536,15 @@ local function leave()
   dict:incr("c|in_flight", -1, 0)
 end
 
-local function log_request(seq, status)
+-- action: the injected fault's action, if any (absent from the entry otherwise).
+local function log_request(seq, status, action)
   local rec = {
     method = ngx.req.get_method(),
     uri = ngx.var.request_uri,
     authorization = ngx.var.http_authorization or cjson.null,
     status = status,
     connection = tonumber(ngx.var.connection),
+    action = action,
   }
   dict:safe_set("log|" .. (seq % LOG_CAP), encode(rec))
 end
@@ -493,15 +570,17 @@ local function serve(kind, handler)
   end
 
   local ok, res = pcall(function()
-    if fault then return injected_response(fault) end
+    if fault then return injected_response(fault, handler, cfg) end
     return handler(cfg)
   end)
   if kind then leave() end
+  local action = fault and fault.action
   if not ok then
-    log_request(seq, 500)
+    log_request(seq, 500, action)
     error(res, 0) -- a simulator bug: let nginx log it and answer 500
   end
-  log_request(seq, res.status)
+  -- A closed connection is logged as 444, nginx's code for it.
+  log_request(seq, res.status, action)
   send(res)
 end
 
@@ -577,6 +656,13 @@ control["GET relations"] = function()
   return json_response(200, { ids = arr(ids) })
 end
 
+control["GET removed"] = function()
+  local a = ngx.req.get_uri_args()
+  local ids = removed(need_string(first(a.module), "module"), need_string(first(a.record), "record"),
+    need_string(first(a.related), "related"))
+  return json_response(200, { ids = arr(ids) })
+end
+
 control["POST tokens"] = function(b)
   local token = need_string(b.token, "token")
   local t = {
@@ -632,18 +718,39 @@ end
 
 control["POST inject"] = function(b)
   local target = b.target or "api"
+  local action = b.action
   if target ~= "api" and target ~= "token" then error({ msg = "target must be api or token" }) end
   if b.code ~= nil and not ERRORS[b.code] then error({ msg = "unknown error code " .. tostring(b.code) }) end
-  if b.code == nil and b.status == nil then error({ msg = "inject needs code or status" }) end
+  if action ~= nil and not ACTIONS[action] then error({ msg = "unknown action " .. tostring(action) }) end
+  if b.code == nil and b.status == nil and action == nil then error({ msg = "inject needs code, status or action" }) end
   if b.status ~= nil and type(b.status) ~= "number" then error({ msg = "status must be a number" }) end
   if b.headers ~= nil and type(b.headers) ~= "table" then error({ msg = "headers must be an object" }) end
   for _, k in ipairs { "body", "content_type", "message" } do
     if b[k] ~= nil and type(b[k]) ~= "string" then error({ msg = k .. " must be a string" }) end
   end
+  local delay_ms = opt_number(b.delay_ms, "delay_ms", nil)
+  local size = opt_number(b.size, "size", nil)
+  if delay_ms and delay_ms < 0 then error({ msg = "delay_ms must be >= 0" }) end
+  if size and (size < 0 or size ~= math.floor(size)) then error({ msg = "size must be an integer >= 0" }) end
+  if action == "reset" or action == "drop_after_apply" then
+    for _, k in ipairs { "code", "status", "body", "content_type", "headers", "message", "details", "size" } do
+      if b[k] ~= nil then error({ msg = k .. " makes no sense with action " .. action .. " (nothing is answered)" }) end
+    end
+  elseif action == "delay" then
+    if not delay_ms then error({ msg = "action delay needs delay_ms" }) end
+  elseif action == "oversize" then
+    if not size then error({ msg = "action oversize needs size" }) end
+    if size > MAX_OVERSIZE then error({ msg = "size must be at most " .. MAX_OVERSIZE }) end
+    if b.code ~= nil or b.body ~= nil then error({ msg = "action oversize makes its own body: no code or body" }) end
+  end
+  if size and action ~= "oversize" and action ~= "truncate" then
+    error({ msg = "size is for actions oversize and truncate" })
+  end
   local count = opt_number(b.count, "count", 1)
   local fault = encode({
     code = b.code, status = b.status, body = b.body, content_type = b.content_type,
     headers = b.headers, details = b.details, message = b.message,
+    action = action, delay_ms = delay_ms, size = size,
   })
   for _ = 1, count do assert(dict:rpush("inj|" .. target, fault)) end
   return ok_response()
