@@ -96,13 +96,13 @@ typedef struct {
 /* Element i: the first entry naming a sent id claims it; one without an id is held. */
 static void match(matcher *m, size_t i, const zcrm_reply_fields *f)
 {
-    size_t j;
     if (!f->table) return;
     if (!has_text(&f->id)) {
         if (i < m->n) m->loose[i] = *f;
         return;
     }
     if (!(i < m->n && id_is(&f->id, m->ids[i], m->lens[i]))) {
+        size_t j;
         for (j = 0; j < m->n && !id_is(&f->id, m->ids[j], m->lens[j]); j++) {}
         if (j == m->n) return; /* an id that was not sent */
         i = j;

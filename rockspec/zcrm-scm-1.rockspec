@@ -76,6 +76,10 @@ build = {
          libraries = { "curl" },
       },
       ["zcrm"] = "lua/zcrm/init.lua",
+      ["zcrm.cli"] = "lua/zcrm/cli.lua",
+      ["zcrm.cli.input"] = "lua/zcrm/cli/input.lua",
+      ["zcrm.cli.journal"] = "lua/zcrm/cli/journal.lua",
+      ["zcrm.cli.report"] = "lua/zcrm/cli/report.lua",
       ["zcrm.client"] = "lua/zcrm/client.lua",
       ["zcrm.dc"] = "lua/zcrm/dc.lua",
       ["zcrm.errors"] = "lua/zcrm/errors.lua",
@@ -86,5 +90,12 @@ build = {
       ["zcrm.thread"] = "lua/zcrm/thread.lua",
       ["zcrm.token"] = "lua/zcrm/token.lua",
       ["zcrm.transport"] = "lua/zcrm/transport.lua",
+   },
+   -- The command line tool: LuaRocks puts it in the tree's bin/ behind a wrapper that
+   -- runs it with this Lua (lua5.4 for --lua-version=5.4) and luarocks.loader.
+   install = {
+      bin = {
+         zcrm = "bin/zcrm",
+      },
    },
 }

@@ -143,7 +143,7 @@ local function assert_loaded(r, share, lib, report)
 end
 
 describe("installation", function()
-    it("the rockspec lists every csrc/*.c and lua/zcrm/*.lua", function()
+    it("the rockspec lists every csrc/*.c, lua/zcrm/*.lua and lua/zcrm/*/*.lua", function()
         local spec = {}
         local chunk = assert(loadfile(ROOT .. "/" .. ROCKSPEC, "t", spec))
         chunk()
@@ -156,8 +156,8 @@ describe("installation", function()
         assert.same(glob("csrc/*.c"), sources, ROCKSPEC .. ": zcrm.core's sources should be every csrc/*.c")
 
         local expected = { ["zcrm.core"] = true }
-        for _, f in ipairs(glob("lua/zcrm/*.lua")) do
-            local name = f:match("^lua/zcrm/(.+)%.lua$")
+        for _, f in ipairs(glob("lua/zcrm/*.lua lua/zcrm/*/*.lua")) do
+            local name = f:match("^lua/zcrm/(.+)%.lua$"):gsub("/", ".")
             local mod = name == "init" and "zcrm" or "zcrm." .. name
             assert.equal(f, modules[mod], ROCKSPEC .. ": build.modules[\"" .. mod .. "\"] should be \"" .. f .. "\"")
             expected[mod] = true
