@@ -116,6 +116,8 @@ describe("token refresh", function()
         for _, case in ipairs {
             { "returns nil and a message", function() return nil, "accounts said no" end, "accounts said no" },
             { "raises", function() error("callback exploded") end, "callback exploded" },
+            -- delink runs outside any coroutine here, so a yield has nowhere to go
+            { "yields where it may not", function() return coroutine.yield("a token?") end, "yield" },
             { "returns a number", function() return 42 end, "not an access token" },
             { "returns a token with CR/LF", function() return "tok\r\nX-Evil: 1" end, "not an access token" },
             { "returns a bad api_domain", function() return "spec-fresh", 3600, "http://evil.example" end, "api_domain" },
