@@ -140,6 +140,21 @@ describe("zcrm in nginx", function()
     end)
   end)
 
+  it("retries in the event loop: a 429 with Retry-After and a reset connection, all delinked", function()
+    start_app { workers = 1 }
+    local ids = make_ids(250) -- 3 calls: one waits for its retry while others are in flight
+    sim:seed("Products", RECORD, RELATED, ids)
+    sim:inject { code = "TOO_MANY_REQUESTS", headers = { ["Retry-After"] = "1" }, count = 1 }
+    sim:inject { action = "reset", count = 1 }
+    local status, json = app:delink("content", "Products", RECORD, RELATED, ids)
+    assert.equal(200, status, cjson.encode(json))
+    assert.equal(250, json.succeeded, cjson.encode(json))
+    assert.is_true(json.t_end - json.t_start >= 1, "the retry waited for Retry-After")
+    assert.same({}, sim:relations("Products", RECORD, RELATED))
+    assert.equal(5, sim:counters().requests)
+    assert_clean_logs()
+  end)
+
   it("runs the shipped example (examples/nginx.conf and examples/crm.lua)", function()
     assert(core_ok, core_why)
     -- The example as a user installs it: zcrm under /usr/local (here a DESTDIR), crm.lua

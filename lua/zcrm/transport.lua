@@ -101,12 +101,12 @@ function InPool:wait(seconds)
     local busy = {}
     for slot = 1, self.transport.session_opts.slots do busy[#busy + 1] = self.threads[slot] end
     if #busy == 0 then return nil end
-    local timer = seconds and ngx.thread.spawn(ngx.sleep, seconds)
+    local timer = seconds and ngx.thread.spawn(function() ngx.sleep(seconds) end)
     busy[#busy + 1] = timer or nil
     local r = pack(ngx.thread.wait(unpack(busy)))
     if timer then ngx.thread.kill(timer) end
     if not r[1] then error("zcrm: light thread failed: " .. tostring(r[2])) end
-    if r[2] == nil then return nil end -- the timer: ngx.sleep returns nothing
+    if r[2] == nil then return nil end -- the timer, which returns nothing
     self.threads[r[2]] = nil
     return unpack(r, 2, r.n)
 end
