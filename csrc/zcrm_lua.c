@@ -23,11 +23,12 @@
  *   session:poll() -> the same, without waiting: nothing when none has finished yet
  *   session:in_flight() -> number
  *   session:close()
- *   core.read(ids, http_status, body, out, error_mt[, offset])
+ *   core.read(ids, http_status, body, out, error_mt[, offset[, secrets]])
  *       -> whole-request error | nil
  *       reads one delink answer: out[offset + i] (or out[id] without offset) = the result
  *       entry of ids[i] (an error entry, with error_mt, for an id the body does not
- *       account for)
+ *       account for); every string from the body has each of secrets (strings of 8
+ *       bytes or more) replaced by "<redacted>"
  *   core.now() -> seconds (monotonic); core.sleep(seconds)
  *   core.trap_interrupts() -> true | nil, message  (SIGINT/SIGTERM set a flag instead)
  *   core.interrupted() -> signal number | false      (for the command line tool)
@@ -440,20 +441,70 @@ static int l_session_tostring(lua_State *L)
 
 /* ==== reply ====================================================================== */
 
-/* A JSON string value as a Lua string (unescaped into Lua-owned memory when long). */
-static void push_json_string(lua_State *L, const zcrm_json_value *v)
+/* What must never reach a result from a server's text: the caller's tokens and OAuth
+ * secrets (strings of 8 bytes or more; core.read's 7th argument). */
+#define MAX_SECRETS 8
+typedef struct {
+    const char *s[MAX_SECRETS];
+    size_t len[MAX_SECRETS];
+    int n;
+} secret_list;
+
+static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
+{
+    const char *end = hay + n, *p = hay;
+    while ((size_t)(end - p) >= m && (p = memchr(p, needle[0], (size_t)(end - p) - m + 1)) != NULL) {
+        if (memcmp(p, needle, m) == 0) return p;
+        p++;
+    }
+    return NULL;
+}
+
+/* Pushes s with every secret in it replaced by "<redacted>". */
+static void push_redacted(lua_State *L, const char *s, size_t n, const secret_list *sec)
+{
+    luaL_Buffer b;
+    const char *p = s, *end = s + n;
+    int i, any = 0;
+    for (i = 0; i < sec->n && !any; i++) any = find_bytes(s, n, sec->s[i], sec->len[i]) != NULL;
+    if (!any) {
+        lua_pushlstring(L, s, n);
+        return;
+    }
+    luaL_buffinit(L, &b);
+    while (p < end) {
+        const char *first = NULL, *hit;
+        size_t flen = 0;
+        for (i = 0; i < sec->n; i++) {
+            hit = find_bytes(p, (size_t)(end - p), sec->s[i], sec->len[i]);
+            if (hit && (!first || hit < first)) { first = hit; flen = sec->len[i]; }
+        }
+        if (!first) {
+            luaL_addlstring(&b, p, (size_t)(end - p));
+            break;
+        }
+        luaL_addlstring(&b, p, (size_t)(first - p));
+        luaL_addstring(&b, "<redacted>");
+        p = first + flen;
+    }
+    luaL_pushresult(&b);
+}
+
+/* A JSON string value as a Lua string (unescaped into Lua-owned memory when long),
+ * secrets redacted. */
+static void push_json_string(lua_State *L, const zcrm_json_value *v, const secret_list *sec)
 {
     char small[256];
     size_t raw = (size_t)(v->end - v->start);
     char *buf = raw <= sizeof small ? small : lua_newuserdata(L, raw);
     size_t n = zcrm_json_unescape(v, buf);
-    lua_pushlstring(L, buf, n);
+    push_redacted(L, buf, n, sec);
     if (buf != small) lua_remove(L, -2);
 }
 
 /* Any checked JSON value, as lua-cjson decodes it (null is cjson.null, a NULL light
  * userdata); integers stay integers where Lua has them. */
-static void push_json(lua_State *L, const zcrm_json_value *v)
+static void push_json(lua_State *L, const zcrm_json_value *v, const secret_list *sec)
 {
     const char *pos = NULL;
     zcrm_json_value k, m;
@@ -464,12 +515,12 @@ static void push_json(lua_State *L, const zcrm_json_value *v)
         luaL_checkstack(L, 4, "JSON nesting");
         lua_newtable(L);
         while (zcrm_json_next(v, &pos, &k, &m)) {
-            if (v->type == ZCRM_JSON_OBJECT) push_json_string(L, &k); else lua_pushinteger(L, ++i);
-            push_json(L, &m);
+            if (v->type == ZCRM_JSON_OBJECT) push_json_string(L, &k, sec); else lua_pushinteger(L, ++i);
+            push_json(L, &m, sec);
             lua_rawset(L, -3);
         }
         return;
-    case ZCRM_JSON_STRING: push_json_string(L, v); return;
+    case ZCRM_JSON_STRING: push_json_string(L, v, sec); return;
     case ZCRM_JSON_TRUE: lua_pushboolean(L, 1); return;
     case ZCRM_JSON_FALSE: lua_pushboolean(L, 0); return;
     case ZCRM_JSON_NUMBER: /* Lua's own conversion: an integer where it fits */
@@ -486,13 +537,13 @@ static void push_json(lua_State *L, const zcrm_json_value *v)
 }
 
 /* Pushes the text of a string or number field (zcrm_reply_text); 0 when it has none. */
-static int push_text(lua_State *L, const zcrm_json_value *v)
+static int push_text(lua_State *L, const zcrm_json_value *v, const secret_list *sec)
 {
     char buf[512]; /* any double printed with "%.0f" */
     const char *text;
     long n;
     if (v->type == ZCRM_JSON_STRING) {
-        push_json_string(L, v);
+        push_json_string(L, v, sec);
         return 1;
     }
     n = zcrm_reply_text(v, buf, sizeof buf, &text);
@@ -501,9 +552,9 @@ static int push_text(lua_State *L, const zcrm_json_value *v)
     return 1;
 }
 
-static void push_text_or(lua_State *L, const zcrm_json_value *v, const char *fallback)
+static void push_text_or(lua_State *L, const zcrm_json_value *v, const char *fallback, const secret_list *sec)
 {
-    if (!push_text(L, v)) lua_pushstring(L, fallback);
+    if (!push_text(L, v, sec)) lua_pushstring(L, fallback);
 }
 
 /* A failed result entry {id, status = "error", code, message, http_status, details}
@@ -532,9 +583,9 @@ static void push_error_entry(lua_State *L, int id, const char *code, int code_on
     lua_setmetatable(L, -2);
 }
 
-static void push_details(lua_State *L, const zcrm_json_value *details)
+static void push_details(lua_State *L, const zcrm_json_value *details, const secret_list *sec)
 {
-    if (details->type == ZCRM_JSON_OBJECT || details->type == ZCRM_JSON_ARRAY) push_json(L, details);
+    if (details->type == ZCRM_JSON_OBJECT || details->type == ZCRM_JSON_ARRAY) push_json(L, details, sec);
     else lua_newtable(L);
 }
 
@@ -561,7 +612,8 @@ static int l_success_index(lua_State *L)
 }
 
 /* The result entry of the id at stack index id, from the fields of its data element. */
-static void push_entry(lua_State *L, int id, const zcrm_reply_fields *e, lua_Integer status, int mt)
+static void push_entry(lua_State *L, int id, const zcrm_reply_fields *e, lua_Integer status, int mt,
+                       const secret_list *sec)
 {
     zcrm_reply_fields f = *e;
     if (zcrm_json_string_is(&f.status, "success")) {
@@ -570,20 +622,20 @@ static void push_entry(lua_State *L, int id, const zcrm_reply_fields *e, lua_Int
         lua_setfield(L, -2, "id");
         lua_pushliteral(L, "success");
         lua_setfield(L, -2, "status");
-        push_text_or(L, &f.code, "SUCCESS");
+        push_text_or(L, &f.code, "SUCCESS", sec);
         lua_setfield(L, -2, "code");
-        push_text_or(L, &f.message, "");
+        push_text_or(L, &f.message, "", sec);
         lua_setfield(L, -2, "message");
         if (f.details_is_id) { /* {id = <this id>}: made when first read (SUCCESS_MT) */
             luaL_getmetatable(L, SUCCESS_MT);
             lua_setmetatable(L, -2);
         } else {
-            push_details(L, &f.details);
+            push_details(L, &f.details, sec);
             lua_setfield(L, -2, "details");
         }
-    } else if (push_text(L, &f.code)) {
-        push_text_or(L, &f.message, "");
-        push_details(L, &f.details);
+    } else if (push_text(L, &f.code, sec)) {
+        push_text_or(L, &f.message, "", sec);
+        push_details(L, &f.details, sec);
         push_error_entry(L, id, NULL, 1, status, mt);
     } else {
         push_bad_response(L, id, "response entry has neither success nor an error code", status, mt);
@@ -613,11 +665,29 @@ static int l_read(lua_State *L)
     char why_buf[96];
 
     lua_Integer offset = luaL_optinteger(L, 6, -1);
+    secret_list secrets_, *secrets = &secrets_;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 4, LUA_TTABLE);
     luaL_checktype(L, 5, LUA_TTABLE);
-    lua_settop(L, 6);
+    lua_settop(L, 7);
+    secrets->n = 0;
+    if (!lua_isnil(L, 7)) { /* the strings stay referenced by the secrets table */
+        size_t k, count;
+        luaL_checktype(L, 7, LUA_TTABLE);
+        count = (size_t)lua_rawlen(L, 7);
+        for (k = 1; k <= count && secrets->n < MAX_SECRETS; k++) {
+            size_t slen;
+            const char *sv;
+            lua_rawgeti(L, 7, (lua_Integer)k);
+            sv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &slen) : NULL;
+            if (sv != NULL && slen >= 8) {
+                secrets->s[secrets->n] = sv;
+                secrets->len[secrets->n++] = slen;
+            }
+            lua_pop(L, 1);
+        }
+    }
     n = (size_t)lua_rawlen(L, 1);
     luaL_argcheck(L, n <= ZCRM_MAX_IDS_PER_CALL, 1, "more ids than one call takes");
     for (i = 0; i < n; i++) { /* the strings stay referenced by the ids table */
@@ -630,36 +700,36 @@ static int l_read(lua_State *L)
     zcrm_reply_read(body, len, (long)status, idp, idl, n, &r, answer);
     if (r.kind == ZCRM_REPLY_DATA) {
         for (i = 0; i < n; i++) {
-            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 7: id */
+            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 8: id */
             if (!answer[i].table)
-                push_bad_response(L, 7, "response does not account for this id", status, 5);
+                push_bad_response(L, 8, "response does not account for this id", status, 5);
             else
-                push_entry(L, 7, &answer[i], status, 5);
+                push_entry(L, 8, &answer[i], status, 5, secrets);
             put_result(L, offset, i);
         }
         return 0;
     }
-    if (r.kind == ZCRM_REPLY_FLAT) { /* 6: the whole-request error, shared by every id */
+    if (r.kind == ZCRM_REPLY_FLAT) { /* 8: the whole-request error, shared by every id */
         lua_createtable(L, 0, 4);
-        push_text_or(L, &r.fields.code, "");
-        lua_setfield(L, 7, "code");
-        push_text_or(L, &r.fields.message, "");
-        lua_setfield(L, 7, "message");
+        push_text_or(L, &r.fields.code, "", secrets);
+        lua_setfield(L, 8, "code");
+        push_text_or(L, &r.fields.message, "", secrets);
+        lua_setfield(L, 8, "message");
         lua_pushinteger(L, status);
-        lua_setfield(L, 7, "http_status");
-        push_details(L, &r.fields.details);
-        lua_setfield(L, 7, "details");
+        lua_setfield(L, 8, "http_status");
+        push_details(L, &r.fields.details, secrets);
+        lua_setfield(L, 8, "details");
         lua_pushvalue(L, 5);
-        lua_setmetatable(L, 7);
+        lua_setmetatable(L, 8);
         for (i = 0; i < n; i++) {
-            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 8: id */
-            lua_getfield(L, 7, "code");
-            lua_getfield(L, 7, "message");
-            lua_getfield(L, 7, "details");
-            push_error_entry(L, 8, NULL, 1, status, 5);
+            lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 9: id */
+            lua_getfield(L, 8, "code");
+            lua_getfield(L, 8, "message");
+            lua_getfield(L, 8, "details");
+            push_error_entry(L, 9, NULL, 1, status, 5);
             put_result(L, offset, i);
         }
-        lua_settop(L, 7);
+        lua_settop(L, 8);
         return 1;
     }
     if (status >= 300 && status < 400)
@@ -670,8 +740,8 @@ static int l_read(lua_State *L)
         snprintf(why_buf, sizeof why_buf, "HTTP %d with JSON that is not a Zoho delink response", (int)status);
     why = why_buf;
     for (i = 0; i < n; i++) {
-        lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 7: id */
-        push_bad_response(L, 7, why, status, 5);
+        lua_rawgeti(L, 1, (lua_Integer)i + 1); /* 8: id */
+        push_bad_response(L, 8, why, status, 5);
         put_result(L, offset, i);
     }
     return 0;

@@ -175,6 +175,26 @@ describe("core.read", function()
         end)
     end
 
+    it("redacts the secrets it is given from every string of the body, escaped ones too", function()
+        local secret, token = "client-secret-123", "1000.abcdefgh"
+        local body = '{"data":[{"code":"INVALID_DATA","details":{"id":"1","echo":"' .. token .. '","' .. secret
+            .. '":["x' .. secret .. 'y"]},"message":"bad ' .. token .. ' and \\u0063lient-secret-123 and '
+            .. token .. '","status":"error"}]}'
+        local out = {}
+        core.read({ "1" }, 400, body, out, errors.mt, nil, { secret, token, "short" })
+        local e = out["1"]
+        assert.equal("bad <redacted> and <redacted> and <redacted>", e.message)
+        assert.equal("<redacted>", e.details.echo)
+        assert.same({ "x<redacted>y" }, e.details["<redacted>"])
+        local flat = '{"code":"INVALID_TOKEN","details":{},"message":"token ' .. token .. '","status":"error"}'
+        local _, whole = read({ "1" }, 401, flat)
+        assert.matches(token, whole.message, 1, true) -- without secrets given, as sent
+        out = {}
+        whole = core.read({ "1" }, 401, flat, out, errors.mt, nil, { token })
+        assert.equal("token <redacted>", whole.message)
+        assert.equal("token <redacted>", out["1"].message)
+    end)
+
     it("refuses more ids than one call takes, and ids that are not strings", function()
         local many = {}
         for i = 1, core.MAX_IDS_PER_CALL + 1 do many[i] = tostring(i) end

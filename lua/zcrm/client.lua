@@ -230,7 +230,7 @@ function Client:delink(module, record_id, related_list, ids)
         local b, status = job.batch, d[2]
         local whole
         if status then
-            whole = response.read(batches[b].ids, status, d[3], outcome, offset(b))
+            whole = response.read(batches[b].ids, status, d[3], outcome, offset(b), tokens:secret_list())
             if lost[b] then removed_before(b) end
         else
             fail(b, d[3], tokens:redact(d[4]))

@@ -9,11 +9,11 @@ local errors = require "zcrm.errors"
 
 local M = {}
 
--- Fills out[offset + i] (or, without an offset, out[id]) for every ids[i]. Returns the
--- whole-request error when the body was one (so the caller can react to
--- INVALID_TOKEN), else nil.
-function M.read(ids, status, body, out, offset)
-    return core.read(ids, status, body, out, errors.mt, offset or nil)
+-- Fills out[offset + i] (or, without an offset, out[id]) for every ids[i], with each of
+-- secrets redacted from the server's text. Returns the whole-request error when the
+-- body was one (so the caller can react to INVALID_TOKEN), else nil.
+function M.read(ids, status, body, out, offset, secrets)
+    return core.read(ids, status, body, out, errors.mt, offset or nil, secrets)
 end
 
 -- The same for a local error (transport, timeout, refresh).

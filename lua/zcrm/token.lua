@@ -13,8 +13,8 @@ local core = require "zcrm.core"
 local errors = require "zcrm.errors"
 local transport = require "zcrm.transport"
 
-local type, tostring, tonumber, pcall, setmetatable, error, rawget =
-    type, tostring, tonumber, pcall, setmetatable, error, rawget
+local type, tostring, tonumber, pcall, setmetatable, error, rawget, ipairs =
+    type, tostring, tonumber, pcall, setmetatable, error, rawget, ipairs
 local format = string.format
 local co_running, co_yield, co_isyieldable = coroutine.running, coroutine.yield, coroutine.isyieldable
 local ngx = rawget(_G, "ngx")
@@ -80,6 +80,15 @@ end
 -- Text with the secrets (those given, the current and the previous token) redacted.
 function Source:redact(text)
     return errors.redact(errors.redact(text, self.secrets), { self.token or "", self.previous or "" })
+end
+
+-- The same secrets as a list, for the C reader of answers (core.read).
+function Source:secret_list()
+    local list = {}
+    for _, secret in ipairs(self.secrets) do list[#list + 1] = secret end
+    list[#list + 1] = self.token
+    list[#list + 1] = self.previous
+    return list
 end
 
 function Source:failed(message)
