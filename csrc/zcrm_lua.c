@@ -160,16 +160,19 @@ static int l_plan(lua_State *L)
     lua_createtable(L, (int)n, 0);
     canon = lua_gettop(L); /* 8: canonical id per caller position; anchors the strings */
     for (i = 0; i < n; i++) {
-        char what[40];
         int idx = 6;
         if (ids_type == LUA_TTABLE) {
             lua_rawgeti(L, 6, (int)(i + 1));
             idx = lua_gettop(L);
-            snprintf(what, sizeof what, "ids[%zu]", i + 1);
-        } else {
-            snprintf(what, sizeof what, "id");
         }
-        if (push_id(L, idx, what, &err) != ZCRM_OK) return push_fail(L, &err);
+        if (push_id(L, idx, "id", &err) != ZCRM_OK) {
+            if (ids_type == LUA_TTABLE) { /* the position, named only now: it costs a printf */
+                char what[40];
+                snprintf(what, sizeof what, "ids[%zu]", i + 1);
+                push_id(L, idx, what, &err);
+            }
+            return push_fail(L, &err);
+        }
         lua_rawseti(L, canon, (int)(i + 1));
         if (ids_type == LUA_TTABLE) lua_pop(L, 1);
     }
@@ -223,7 +226,7 @@ static int l_plan(lua_State *L)
             size_t src = unique[first + k];
             bptrs[k] = ptrs[src];
             blens[k] = lens[src];
-            lua_pushlstring(L, ptrs[src], lens[src]);
+            lua_rawgeti(L, canon, (lua_Integer)src + 1); /* the same string, not hashed again */
             lua_rawseti(L, -2, (int)(k + 1));
         }
         lua_setfield(L, -2, "ids");
