@@ -24,12 +24,22 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* Bytes a string scan must look at: the quote, a backslash, control bytes. */
+static const unsigned char string_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+
 /* p is after the opening quote; returns the position of the closing quote. */
 static const char *string_end(const char *p, const char *end, int *escaped)
 {
     *escaped = 0;
     while (p < end) {
-        unsigned char c = (unsigned char)*p;
+        unsigned char c;
+        while (p < end && !string_stop[(unsigned char)*p]) p++;
+        if (p >= end) break;
+        c = (unsigned char)*p;
         if (c == '"') return p;
         if (c < 0x20) return NULL;
         if (c == '\\') {
