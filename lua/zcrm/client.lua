@@ -250,39 +250,46 @@ function Client:delink(module, record_id, related_list, ids)
         batches[b] = nil
     end
 
+    -- Finished calls wait in `ready` to be read, one at a time; before each read, every
+    -- call that has finished meanwhile is taken and its slot refilled, so the next
+    -- calls travel while answers are decoded. (No refill while a 401 waits to be read:
+    -- its batch may need a slot to be sent again.)
+    local ready, refused = {}, 0
+    local function take(d) -- {slot, status, body, retry_after} or {slot, nil, code, message, unsent}
+        d.job, jobs[d[1]] = jobs[d[1]], nil
+        ready[#ready + 1] = d
+        if d[2] == 401 then refused = refused + 1 end
+    end
+
     while true do
-        if not fill() then
+        if refused == 0 and not fill() then
             http:close()
             return nil, halted
         end
-        local pause = nil -- until the next retry is due
-        if not halted and #later > 0 then
-            pause = math.huge
-            for _, r in ipairs(later) do pause = math.min(pause, r.at) end
-            pause = math.max(0, pause - transport.now())
-        end
-        if http:in_flight() == 0 then
-            if not pause then break end
-            transport.sleep(pause)
-        else
-            -- Take every call that has finished, refill the freed slots, then read the
-            -- answers: the next calls travel while these are decoded. (Not after a
-            -- 401: its batch may need a slot to be sent again.)
-            local first = { http:wait(pause) } -- {slot, status, body, retry_after} or {slot, nil, code, message, unsent}
-            if first[1] then
-                local done = { first }
-                repeat
-                    local more = { http:poll() }
-                    done[#done + 1] = more[1] and more or nil
-                until more[1] == nil
-                local refused = false
-                for _, d in ipairs(done) do
-                    d.job, jobs[d[1]] = jobs[d[1]], nil
-                    refused = refused or d[2] == 401
-                end
-                if not refused then fill() end
-                for _, d in ipairs(done) do read(d.job, d) end
+        if #ready == 0 then
+            local pause = nil -- until the next retry is due
+            if not halted and #later > 0 then
+                pause = math.huge
+                for _, r in ipairs(later) do pause = math.min(pause, r.at) end
+                pause = math.max(0, pause - transport.now())
             end
+            if http:in_flight() == 0 then
+                if not pause then break end
+                transport.sleep(pause)
+            else
+                local d = { http:wait(pause) }
+                if d[1] then take(d) end
+            end
+        end
+        if #ready > 0 then
+            repeat
+                local d = { http:poll() }
+                if d[1] then take(d) end
+            until d[1] == nil
+            if refused == 0 then fill() end
+            local d = table.remove(ready, 1)
+            if d[2] == 401 then refused = refused - 1 end
+            read(d.job, d)
         end
     end
     http:close()
