@@ -2,9 +2,10 @@
 -- wrk script for bench/run.lua: Zoho's delink call (DELETE with the auth header).
 --   ZCRM_BENCH_TOKEN     the access token (from the environment, not the command line)
 --   ZCRM_BENCH_BATCHES   unset: every request is the fixed URL given on wrk's command line
---                        (100 ids in ?ids=); N: requests cycle through N distinct batches
---                        of 100 ids (1..100, 101..200, ...) on ZCRM_BENCH_PATH, the ids
---                        bench/run.lua seeded, as a real delink of many ids sends.
+--                        (100 ids in ?ids=); N: N distinct batches of 100 ids (1..100,
+--                        101..200, ...) on ZCRM_BENCH_PATH, the ids bench/run.lua seeded,
+--                        as a real delink of many ids sends (bench/run.lua makes N large
+--                        enough that none is sent twice in the run).
 wrk.method = "DELETE"
 wrk.headers["Authorization"] = "Zoho-oauthtoken " .. (os.getenv("ZCRM_BENCH_TOKEN") or "")
 

@@ -237,6 +237,9 @@ local function seed(module, record, related, ids)
         index[#index + 1] = id
       end
       dict:set("rel|" .. lk .. "|" .. id, 1)
+      -- The removal counter exists from the seed on, so that a delink only increments
+      -- it (no allocation in the shared dict while serving); a re-seed keeps it.
+      dict:safe_add("rm|" .. lk .. "|" .. id, 0)
     end
     assert(dict:set("relidx|" .. lk, encode(index)))
   end)
@@ -269,9 +272,8 @@ end
 local function unlink(module, record, related, id)
   local k = rel_list_key(module, record, related) .. "|" .. id
   if dict:incr("rel|" .. k, -1) ~= 0 then return false end
-  -- safe_set: recording a removal must never evict a relation (incr with an initial
-  -- value does evict when the dict is full); at worst the record is incomplete.
-  dict:safe_set("rm|" .. k, 1)
+  -- The counter was made at seeding (incr without an initial value never evicts).
+  dict:incr("rm|" .. k, 1)
   return true
 end
 
