@@ -73,7 +73,9 @@ static int read_fields(zcrm_json_cursor *c, zcrm_reply_fields *f)
                     if (!zcrm_json_take(&d, is_id ? &f->id : &skip)) return 0;
                 }
                 if (dmore < 0) return 0;
-                f->details_is_id = !others && d.members == 1 && has_text(&f->id);
+                /* Only a plain string id is the entry's id to the letter. */
+                f->details_is_id = !others && d.members == 1 && f->id.type == ZCRM_JSON_STRING &&
+                                   !f->id.escaped;
                 zcrm_json_leave(c, &d, &f->details);
                 continue;
             }

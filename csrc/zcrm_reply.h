@@ -25,7 +25,7 @@ typedef enum {
  * are what the reader considers entries at all). */
 typedef struct {
     int table;
-    int details_is_id;  /* details is {"id": ...} and nothing else */
+    int details_is_id;  /* details is {"id": "<plain string>"} and nothing else */
     zcrm_json_value code, message, status, details, id;
 } zcrm_reply_fields;
 
