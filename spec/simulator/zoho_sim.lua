@@ -212,9 +212,10 @@ end
 ---------------------------------------------------------------------------
 -- Relations. A relation key holds 1 while related. Delinking decrements it:
 -- only the request that sees 0 removed it, so concurrent delinks of one id
--- from several workers report exactly one SUCCESS. That request also counts
--- the removal under "rm|", which removed() reads: what the server really did,
--- whatever answer the client got (or did not get).
+-- from several workers report exactly one SUCCESS. A delink request records the
+-- ids it removed in one "rm|" entry (one shared-dict write per request, not per
+-- id), which removed() reads: what the server really did, whatever answer the
+-- client got (or did not get).
 
 local function rel_list_key(module, record, related)
   return module .. "|" .. record .. "|" .. related
@@ -237,9 +238,6 @@ local function seed(module, record, related, ids)
         index[#index + 1] = id
       end
       dict:set("rel|" .. lk .. "|" .. id, 1)
-      -- The removal counter exists from the seed on, so that a delink only increments
-      -- it (no allocation in the shared dict while serving); a re-seed keeps it.
-      dict:safe_add("rm|" .. lk .. "|" .. id, 0)
     end
     assert(dict:set("relidx|" .. lk, encode(index)))
   end)
@@ -266,15 +264,25 @@ end
 
 -- Only seeded ids can be removed, so the seed index covers every removal.
 local function removed(module, record, related)
-  return seeded_ids(module, record, related, function(k) return (dict:get("rm|" .. k) or 0) > 0 end)
+  local prefix, gone = "rm|" .. rel_list_key(module, record, related) .. "|", {}
+  for _, key in ipairs(dict:get_keys(0)) do
+    if key:sub(1, #prefix) == prefix then
+      for id in (dict:get(key) or ""):gmatch("[^,]+") do gone[id] = true end
+    end
+  end
+  return seeded_ids(module, record, related, function(k) return gone[k:match("[^|]*$")] end)
 end
 
-local function unlink(module, record, related, id)
-  local k = rel_list_key(module, record, related) .. "|" .. id
-  if dict:incr("rel|" .. k, -1) ~= 0 then return false end
-  -- The counter was made at seeding (incr without an initial value never evicts).
-  dict:incr("rm|" .. k, 1)
-  return true
+-- lk: rel_list_key(...). True when this call removed the relation.
+local function unlink(lk, id)
+  return dict:incr("rel|" .. lk .. "|" .. id, -1) == 0
+end
+
+-- Records the ids one request removed (safe_set: never evicts a relation).
+local function record_removed(lk, ids)
+  if #ids == 0 then return end
+  local n = dict:incr("rm|n", 1, 0)
+  dict:safe_set("rm|" .. lk .. "|" .. n, table.concat(ids, ","))
 end
 
 ---------------------------------------------------------------------------
@@ -359,10 +367,11 @@ local function delink(cfg)
     if not is_digits(id) then return flat_error("UNABLE_TO_PARSE_DATA_TYPE") end
   end
 
-  local data, ok_count = {}, 0
+  local data, ok_count, lk, gone = {}, 0, rel_list_key(module, record, related), {}
   for i, id in ipairs(ids) do
-    if unlink(module, record, related, id) then
+    if unlink(lk, id) then
       ok_count = ok_count + 1
+      gone[ok_count] = id
       data[i] = { code = "SUCCESS", details = { id = id }, message = "relation removed", status = "success" }
     else
       data[i] = {
@@ -371,6 +380,7 @@ local function delink(cfg)
       }
     end
   end
+  record_removed(lk, gone)
   local status = 200
   if ok_count == 0 then
     status = cfg.all_failed_status
