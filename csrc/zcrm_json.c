@@ -156,11 +156,6 @@ static const char *value_at(const char *p, const char *end, zcrm_json_value *v, 
     return after;
 }
 
-const char *zcrm_json_value_at(const char *p, const char *end, zcrm_json_value *v)
-{
-    return value_at(p, end, v, 0);
-}
-
 int zcrm_json_document(const char *p, const char *end, zcrm_json_value *v)
 {
     p = value_at(p, end, v, 0);

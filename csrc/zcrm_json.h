@@ -25,10 +25,6 @@ typedef struct {
 /* Skips whitespace. */
 const char *zcrm_json_ws(const char *p, const char *end);
 
-/* Reads the value at p (after whitespace) into *v, checking all of it, nested values
- * included. Returns the position after it, or NULL when it is not valid JSON. */
-const char *zcrm_json_value_at(const char *p, const char *end, zcrm_json_value *v);
-
 /* Checks that [p, end) is exactly one JSON value with optional whitespace around it. */
 int zcrm_json_document(const char *p, const char *end, zcrm_json_value *v);
 

@@ -28,24 +28,6 @@ local function sorted(list)
     return list
 end
 
-local function urldecode(s)
-    return (s:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
-end
-
--- The related ids a delink URI carries (both forms), in order.
-local function uri_ids(uri)
-    local path, query = uri:match("^([^?]*)%??(.*)$")
-    local segs = {}
-    for seg in (path:sub(2) .. "/"):gmatch("([^/]*)/") do segs[#segs + 1] = seg end
-    if #segs == 6 then return { urldecode(segs[6]) } end
-    local list = {}
-    local v = query:match("ids=([^&]*)")
-    for id in ((v and urldecode(v) or "") .. ","):gmatch("([^,]*),") do
-        if id ~= "" then list[#list + 1] = id end
-    end
-    return list
-end
-
 describe("faults", function()
     local sim
     local outputs = {}  -- everything zcrm produced in this file: { text, spec name }
@@ -143,7 +125,7 @@ describe("faults", function()
         local out = {}
         for _, e in ipairs(sim:log()) do
             if e.uri:sub(1, 5) == "/crm/" then
-                e.ids = uri_ids(e.uri)
+                e.ids = simulator.uri_ids(e.uri)
                 out[#out + 1] = e
             end
         end
@@ -354,6 +336,18 @@ describe("faults", function()
             assert.equal("TOO_MANY_REQUESTS", err.code)
             assert.equal(429, err.http_status)
             for _, e in ipairs(res) do assert.equal("TOO_MANY_REQUESTS", e.code) end
+            assert.is_true(elapsed < 0.8, "took " .. elapsed .. " s")
+        end)
+
+        it("without a deadline, a Retry-After over 60 s is not waited for either", function()
+            current = "long Retry-After"
+            local ids = h.ids(3)
+            sim:seed(MODULE, PRODUCT, RELATED, ids)
+            sim:inject { code = "TOO_MANY_REQUESTS", headers = { ["Retry-After"] = "120" }, count = 5 }
+            local res, err, elapsed = delink(client { retries = 3 }, ids)
+            invariant(res, err, ids)
+            assert.equal(1, sim:counters().requests)
+            assert.equal("TOO_MANY_REQUESTS", err.code)
             assert.is_true(elapsed < 0.8, "took " .. elapsed .. " s")
         end)
 

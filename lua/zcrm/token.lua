@@ -82,12 +82,17 @@ function Source:redact(text)
     return errors.redact(errors.redact(text, self.secrets), { self.token or "", self.previous or "" })
 end
 
--- The same secrets as a list, for the C reader of answers (core.read).
+-- The same secrets as a list, for the C reader of answers (core.read): made again
+-- only when the token changed, not for every answer.
 function Source:secret_list()
-    local list = {}
-    for _, secret in ipairs(self.secrets) do list[#list + 1] = secret end
-    list[#list + 1] = self.token
-    list[#list + 1] = self.previous
+    local list = self.list
+    if not list or list.token ~= self.token then
+        list = { token = self.token }
+        for _, secret in ipairs(self.secrets) do list[#list + 1] = secret end
+        list[#list + 1] = self.token
+        list[#list + 1] = self.previous
+        self.list = list
+    end
     return list
 end
 

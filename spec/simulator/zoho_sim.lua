@@ -675,19 +675,18 @@ control["POST seed"] = function(b)
   return ok_response()
 end
 
-control["GET relations"] = function()
-  local a = ngx.req.get_uri_args()
-  local ids = relations(need_string(first(a.module), "module"), need_string(first(a.record), "record"),
-    need_string(first(a.related), "related"))
-  return json_response(200, { ids = arr(ids) })
+-- GET ...?module=&record=&related= -> {ids = read(module, record, related)}
+local function list_endpoint(read)
+  return function()
+    local a = ngx.req.get_uri_args()
+    local ids = read(need_string(first(a.module), "module"), need_string(first(a.record), "record"),
+      need_string(first(a.related), "related"))
+    return json_response(200, { ids = arr(ids) })
+  end
 end
 
-control["GET removed"] = function()
-  local a = ngx.req.get_uri_args()
-  local ids = removed(need_string(first(a.module), "module"), need_string(first(a.record), "record"),
-    need_string(first(a.related), "related"))
-  return json_response(200, { ids = arr(ids) })
-end
+control["GET relations"] = list_endpoint(relations)
+control["GET removed"] = list_endpoint(removed)
 
 control["POST tokens"] = function(b)
   local token = need_string(b.token, "token")

@@ -199,7 +199,7 @@ local function urldecode(s)
 end
 
 -- The related ids a delink URI carries (path form or ids=, repeated ids joined),
--- each once; {} for anything else.
+-- each once; {} for anything else. Also simulator.uri_ids, for specs reading the log.
 local function uri_ids(uri)
   local path, query = uri:match("^([^?]*)%??(.*)$")
   local segs = {}
@@ -226,6 +226,8 @@ local function uri_ids(uri)
   end
   return out
 end
+
+simulator.uri_ids = uri_ids
 
 -- id -> how many API requests carried it (from the log, so faulted and refused
 -- requests count too; a request still running is not logged yet).
