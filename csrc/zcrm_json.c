@@ -366,10 +366,10 @@ size_t zcrm_json_unescape(const zcrm_json_value *s, char *out)
     return o;
 }
 
-int zcrm_json_string_is(const zcrm_json_value *s, const char *lit)
+int zcrm_json_string_is_n(const zcrm_json_value *s, const char *lit, size_t n)
 {
     char buf[64];
-    size_t n = strlen(lit), raw = (size_t)(s->end - s->start);
+    size_t raw = (size_t)(s->end - s->start);
     if (s->type != ZCRM_JSON_STRING) return 0;
     if (!s->escaped) return raw == n && memcmp(s->start, lit, n) == 0;
     if (raw > sizeof buf) return 0; /* an escape is at least 2 bytes for 1: too long for lit */

@@ -56,7 +56,7 @@ int zcrm_json_enter(const zcrm_json_cursor *parent, zcrm_json_cursor *child);
 void zcrm_json_leave(zcrm_json_cursor *parent, const zcrm_json_cursor *child, zcrm_json_value *v);
 
 /* Iterates over an object or array of a checked document (zcrm_json_document or
- * zcrm_json_value_at succeeded on it; it is not checked again): *pos starts at NULL;
+ * the cursor functions checked it; it is not checked again): *pos starts at NULL;
  * each call sets *key (for objects; NULL allowed for arrays) and *v to the next member
  * and returns 1, or returns 0 at the end. */
 int zcrm_json_next(const zcrm_json_value *container, const char **pos,
@@ -67,7 +67,11 @@ int zcrm_json_next(const zcrm_json_value *container, const char **pos,
  * Returns the decoded length. */
 size_t zcrm_json_unescape(const zcrm_json_value *s, char *out);
 
-/* True when the string value s decodes to the NUL-terminated literal lit. */
-int zcrm_json_string_is(const zcrm_json_value *s, const char *lit);
+/* True when the string value s decodes to the n bytes of lit. */
+int zcrm_json_string_is_n(const zcrm_json_value *s, const char *lit, size_t n);
+
+/* The same for a string literal, its length known at compile time (readers compare
+ * every key of every entry: no strlen per comparison). */
+#define zcrm_json_string_is(s, lit) zcrm_json_string_is_n((s), "" lit, sizeof(lit) - 1)
 
 #endif
