@@ -112,11 +112,59 @@ static void match(matcher *m, size_t i, const zcrm_reply_fields *f)
     if (!m->answer[i].table) m->answer[i] = *f;
 }
 
+/* An entry read in full whose details are {"id": "<plain string>"}. The other entries of
+ * a Zoho answer are its bytes but for the id, and are recognised as such by comparing
+ * bytes instead of being parsed again: the same bytes parse the same way. (Built with
+ * ZCRM_REPLY_NO_TEMPLATE, every entry is parsed: fuzz/reply_fuzz.c compares the two.) */
+#ifdef ZCRM_REPLY_NO_TEMPLATE
+#define USE_TEMPLATES 0
+#else
+#define USE_TEMPLATES 1
+#endif
+
+typedef struct {
+    const char *start;     /* the entry's bytes in the body, '{' to '}' */
+    size_t len, id_at, id_end; /* its length; the offsets of its id's first byte and closing quote */
+    zcrm_reply_fields f;   /* its fields, spans into those bytes */
+} entry_template;
+
+/* A span of the template's entry moved to the entry at p, whose id is `shift` bytes
+ * longer: what lies after the id moves with it. */
+static void move_span(zcrm_json_value *v, const entry_template *t, const char *p, ptrdiff_t shift)
+{
+    size_t from = (size_t)(v->start - t->start), to = (size_t)(v->end - t->start);
+    if (v->type == ZCRM_JSON_INVALID) return;
+    v->start = p + from + (from >= t->id_end ? shift : 0);
+    v->end = p + to + (to >= t->id_end ? shift : 0);
+}
+
+/* When the entry at p is the template's bytes with another plain string id: sets *f to
+ * its fields and returns the position after it; else NULL. */
+static const char *match_template(const entry_template *t, const char *p, const char *end, zcrm_reply_fields *f)
+{
+    const char *id = p + t->id_at, *q;
+    size_t tail = t->len - t->id_end;
+    ptrdiff_t shift;
+    if ((size_t)(end - p) < t->id_at || memcmp(p, t->start, t->id_at) != 0) return NULL;
+    for (q = id; q < end && *q != '"'; q++)
+        if (*q == '\\' || (unsigned char)*q < 0x20) return NULL;
+    if ((size_t)(end - q) < tail || memcmp(q, t->start + t->id_end, tail) != 0) return NULL;
+    shift = (q - id) - (ptrdiff_t)(t->id_end - t->id_at);
+    *f = t->f;
+    move_span(&f->code, t, p, shift);
+    move_span(&f->message, t, p, shift);
+    move_span(&f->status, t, p, shift);
+    move_span(&f->details, t, p, shift);
+    move_span(&f->id, t, p, shift);
+    return q + tail;
+}
+
 /* Walks the data array, matching as it goes. 0 on a syntax error. */
 static int read_data(zcrm_json_cursor *c, matcher *m)
 {
     zcrm_json_cursor a;
-    int more;
+    entry_template t = {0};
+    int more, have_template = 0;
     size_t i;
     for (i = 0; i < m->n; i++) m->answer[i].table = m->loose[i].table = 0;
     if (!zcrm_json_enter(c, &a)) return 0;
@@ -124,11 +172,23 @@ static int read_data(zcrm_json_cursor *c, matcher *m)
         zcrm_reply_fields f;
         zcrm_json_cursor e;
         zcrm_json_value skip;
+        const char *start = a.p, *after = NULL;
         memset(&f, 0, sizeof f);
-        if (zcrm_json_enter(&a, &e) && e.close == '}') {
+        if (USE_TEMPLATES && have_template) after = match_template(&t, a.p, a.end, &f);
+        if (after) {
+            a.p = after;
+        } else if (zcrm_json_enter(&a, &e) && e.close == '}') {
             f.table = 1;
             if (!read_fields(&e, &f)) return 0;
             zcrm_json_leave(&a, &e, NULL);
+            if (f.details_is_id) {
+                t.start = start;
+                t.len = (size_t)(a.p - start);
+                t.id_at = (size_t)(f.id.start - start);
+                t.id_end = (size_t)(f.id.end - start);
+                t.f = f;
+                have_template = 1;
+            }
         } else {
             if (!zcrm_json_take(&a, &skip)) return 0;
             f.table = skip.type == ZCRM_JSON_ARRAY; /* an entry, without fields */

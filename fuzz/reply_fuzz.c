@@ -12,12 +12,23 @@
  *     one; no element answers two ids; every span lies inside the body;
  *   - unescaping any answered string fits in its raw length (ASan checks the buffer),
  *     and walking answered details with zcrm_json_next (as the Lua glue does) stays in
- *     bounds. */
+ *     bounds;
+ *   - the reader gives exactly what it gives when it parses every entry (built again
+ *     below with ZCRM_REPLY_NO_TEMPLATE): recognising entries by their bytes changes
+ *     nothing. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "zcrm_reply.h"
+
+/* The reader again, parsing every entry, under other names. */
+#define ZCRM_REPLY_NO_TEMPLATE
+#define zcrm_reply_read parsing_reply_read
+#define zcrm_reply_text parsing_reply_text
+#include "zcrm_reply.c"
+#undef zcrm_reply_read
+#undef zcrm_reply_text
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -45,6 +56,19 @@ static void check_span(const zcrm_json_value *v)
     free(buf);
 }
 
+static int same_value(const zcrm_json_value *a, const zcrm_json_value *b)
+{
+    return a->type == b->type && (a->type == ZCRM_JSON_INVALID ||
+                                  (a->start == b->start && a->end == b->end && a->escaped == b->escaped));
+}
+
+static int same_fields(const zcrm_reply_fields *a, const zcrm_reply_fields *b)
+{
+    return same_value(&a->code, &b->code) && same_value(&a->message, &b->message) &&
+           same_value(&a->status, &b->status) && same_value(&a->details, &b->details) &&
+           same_value(&a->id, &b->id) && a->details_is_id == b->details_is_id;
+}
+
 /* What push_json in zcrm_lua.c does, without Lua. */
 static void walk(const zcrm_json_value *v, int depth)
 {
@@ -65,9 +89,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char names[ZCRM_MAX_IDS_PER_CALL][4];
     const char *ids[ZCRM_MAX_IDS_PER_CALL];
     size_t lens[ZCRM_MAX_IDS_PER_CALL], n, i, j, len;
-    zcrm_reply_fields answer[ZCRM_MAX_IDS_PER_CALL];
+    zcrm_reply_fields answer[ZCRM_MAX_IDS_PER_CALL], parsed[ZCRM_MAX_IDS_PER_CALL];
     zcrm_json_value doc;
-    zcrm_reply r;
+    zcrm_reply r, rp;
     char *body;
     long status;
 
@@ -87,6 +111,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     zcrm_reply_read(body, len, status, ids, lens, n, &r, answer);
     CHECK((r.kind == ZCRM_REPLY_NOT_JSON) == !zcrm_json_document(body, body + len, &doc));
+    parsing_reply_read(body, len, status, ids, lens, n, &rp, parsed);
+    CHECK(r.kind == rp.kind);
+    if (r.kind == ZCRM_REPLY_FLAT) CHECK(same_fields(&r.fields, &rp.fields));
+    for (i = 0; i < n; i++) {
+        CHECK(answer[i].table == parsed[i].table);
+        if (answer[i].table) CHECK(same_fields(&answer[i], &parsed[i]));
+    }
     for (i = 0; i < n; i++) {
         const zcrm_reply_fields *f = &answer[i];
         if (!f->table) continue;
