@@ -172,10 +172,9 @@ static int read_data(zcrm_json_cursor *c, matcher *m)
         zcrm_reply_fields f;
         zcrm_json_cursor e;
         zcrm_json_value skip;
-        const char *start = a.p, *after = NULL;
+        const char *start = a.p, *after;
         memset(&f, 0, sizeof f);
-        if (USE_TEMPLATES && have_template) after = match_template(&t, a.p, a.end, &f);
-        if (after) {
+        if (USE_TEMPLATES && have_template && (after = match_template(&t, a.p, a.end, &f)) != NULL) {
             a.p = after;
         } else if (zcrm_json_enter(&a, &e) && e.close == '}') {
             f.table = 1;
