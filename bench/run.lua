@@ -300,7 +300,7 @@ say("per run: wall = time around the child process; RSS = its peak (GNU time %%M
 say("  CPU = user+sys of the process and its children; in-proc = time measured inside the process")
 say("  (without interpreter start-up and imports); conns = TCP connections the server saw")
 say("  ÷zcrm c1 / ÷zcrm c10 = this run's wall time divided by zcrm's (same ids and latency)")
-say("  vs limit (zcrm rows) = zcrm calls/s as %% of wrk's at the same concurrency (latency 0),")
+say("  vs limit (zcrm rows) = zcrm calls/s as %% of wrk's, distinct ids, same concurrency (latency 0),")
 say("  or zcrm time ÷ ideal time (latency > 0), from zcrm's in-proc time: wrk's calls/s and the")
 say("  ideal time leave out start-up too (from the whole process: the targets' second figure)")
 say("latency 0 runs: median of %d (RSS: the largest of them); latency runs: median of %d for", REPEAT, REPEAT)

@@ -132,8 +132,10 @@ typedef struct {
  * longer: what lies after the id moves with it. */
 static void move_span(zcrm_json_value *v, const entry_template *t, const char *p, ptrdiff_t shift)
 {
-    size_t from = (size_t)(v->start - t->start), to = (size_t)(v->end - t->start);
-    if (v->type == ZCRM_JSON_INVALID) return;
+    size_t from, to;
+    if (v->type == ZCRM_JSON_INVALID) return; /* no span */
+    from = (size_t)(v->start - t->start);
+    to = (size_t)(v->end - t->start);
     v->start = p + from + (from >= t->id_end ? shift : 0);
     v->end = p + to + (to >= t->id_end ? shift : 0);
 }
