@@ -741,8 +741,7 @@ static int l_read(lua_State *L)
 
     zcrm_reply_read(body, len, (long)status, idp, idl, n, &r, answer);
     if (r.kind == ZCRM_REPLY_DATA) {
-        entry_reader rd = {NULL, 5, 8, 9, {10, NULL, 0}, {11, NULL, 0}};
-        rd.sec = secrets;
+        entry_reader rd = {secrets, 5, 8, 9, {10, NULL, 0}, {11, NULL, 0}};
         luaL_getmetatable(L, SUCCESS_MT); /* 8 */
         lua_pushliteral(L, "success");    /* 9 */
         lua_pushnil(L);                   /* 10: rd.code's string */

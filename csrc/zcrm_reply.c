@@ -165,8 +165,8 @@ static const char *match_template(const entry_template *t, const char *p, const 
 static int read_data(zcrm_json_cursor *c, matcher *m)
 {
     zcrm_json_cursor a;
-    entry_template t = {0};
-    int more, have_template = 0;
+    entry_template t = {0}; /* t.start: NULL until an entry qualifies */
+    int more;
     size_t i;
     for (i = 0; i < m->n; i++) m->answer[i].table = m->loose[i].table = 0;
     if (!zcrm_json_enter(c, &a)) return 0;
@@ -176,7 +176,7 @@ static int read_data(zcrm_json_cursor *c, matcher *m)
         zcrm_json_value skip;
         const char *start = a.p, *after;
         memset(&f, 0, sizeof f);
-        if (USE_TEMPLATES && have_template && (after = match_template(&t, a.p, a.end, &f)) != NULL) {
+        if (USE_TEMPLATES && t.start != NULL && (after = match_template(&t, a.p, a.end, &f)) != NULL) {
             a.p = after;
         } else if (zcrm_json_enter(&a, &e) && e.close == '}') {
             f.table = 1;
@@ -188,7 +188,6 @@ static int read_data(zcrm_json_cursor *c, matcher *m)
                 t.id_at = (size_t)(f.id.start - start);
                 t.id_end = (size_t)(f.id.end - start);
                 t.f = f;
-                have_template = 1;
             }
         } else {
             if (!zcrm_json_take(&a, &skip)) return 0;
