@@ -361,6 +361,7 @@ describe("zoho simulator", function()
     it("UNABLE_TO_PARSE_DATA_TYPE for a non-numeric record or related id", function()
       assert_flat(del("/crm/v8/Products/abc/Leads/2"), "UNABLE_TO_PARSE_DATA_TYPE")
       assert_flat(del("/crm/v8/Products/1/Leads/x2"), "UNABLE_TO_PARSE_DATA_TYPE")
+      assert_flat(del("/crm/v8/Products/1/Leads/2,3"), "UNABLE_TO_PARSE_DATA_TYPE") -- the path names one id
       assert_flat(del("/crm/v8/Products/1/Leads?ids=1,x,3"), "UNABLE_TO_PARSE_DATA_TYPE")
       assert_flat(del("/crm/v8/Products/1/Leads?ids=1,,3"), "UNABLE_TO_PARSE_DATA_TYPE")
       assert_flat(del("/crm/v8/Products/1/Leads?ids=-1"), "UNABLE_TO_PARSE_DATA_TYPE")

@@ -85,7 +85,7 @@ end
 
 local function encode(v)
   local text = cjson.encode(v)
-  -- Most bodies have no empty array: skip the scan (a delink answer is ~9 KB).
+  -- Most bodies have no empty array: skip the scan (a seed index is megabytes).
   if not text:find(EMPTY_ARRAY, 1, true) then return text end
   return (text:gsub('"' .. EMPTY_ARRAY .. '"', "[]"))
 end
